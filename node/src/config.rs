@@ -1,0 +1,95 @@
+//! The node's configuration: plain data, each default with where its number comes from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// Kademlia mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhtMode {
+    /// Server when the node is reachable: it listens only on loopback, or an `external` address is configured;
+    /// otherwise libp2p decides from confirmed external addresses.
+    #[default]
+    Auto,
+    /// Always answer DHT queries.
+    Server,
+    /// Never answer DHT queries (a node behind NAT that cannot be reached).
+    Client,
+}
+
+/// Everything a node needs to run. `NodeConfig::default()` is a node on all interfaces with an ephemeral identity.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where the identity key lives. `None`: a new identity each run, nothing written to disk.
+    pub data_dir: Option<PathBuf>,
+    /// Addresses to listen on. Default: TCP and QUIC on all interfaces, port 4100.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses of known peers (with `/p2p/<peer id>`) to join the network through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Publicly reachable addresses of this node, announced to others.
+    pub external: Vec<Multiaddr>,
+    /// Gateway and API address. `None`: no HTTP server. Port 0 picks a free port ([`crate::NodeHandle::http_addr`]).
+    pub http: Option<SocketAddr>,
+    /// Kademlia mode.
+    pub dht: DhtMode,
+    /// How much of each stream is kept and served: 60 s, the design's live window (30 segments of 2 s).
+    pub live_window: Duration,
+    /// Upper bound on bytes kept per stream, whatever the window: 256 MiB holds 60 s of 32 Mbit/s video.
+    pub max_stream_bytes: u64,
+    /// Segments behind the live edge a joining viewer fetches: 3, where HLS players start (RFC 8216 §6.3.3).
+    pub join_backlog: u64,
+    /// How long a segment may wait for peers before it is fetched from the stream's HTTP origin. 6 s: three
+    /// 2-second segments, the HLS player's buffer at the live edge.
+    pub origin_fallback_after: Duration,
+    /// Chunk protocol request timeout: 20 s, twice libp2p's default, since a block may queue behind others on a
+    /// slow uplink.
+    pub request_timeout: Duration,
+    /// Most block requests in flight to one peer: 16, four 1 MiB segments.
+    pub max_requests_per_peer: usize,
+    /// How long a peer that sent bad data stays banned: 10 minutes.
+    pub ban_duration: Duration,
+    /// How long a segment may be missing before the playlist skips past it: 3 target durations, so a player's
+    /// buffer drains before the gap is given up.
+    pub skip_gap_after: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4100".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/4100/quic-v1".parse().expect("valid multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            external: Vec::new(),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            dht: DhtMode::Auto,
+            live_window: Duration::from_secs(60),
+            max_stream_bytes: 256 * 1024 * 1024,
+            join_backlog: 3,
+            origin_fallback_after: Duration::from_secs(6),
+            request_timeout: Duration::from_secs(20),
+            max_requests_per_peer: 16,
+            ban_duration: Duration::from_secs(600),
+            skip_gap_after: Duration::from_secs(6),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A node for tests and demos: loopback only, ephemeral ports, no data dir.
+    pub fn loopback() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid multiaddr"),
+            ],
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        }
+    }
+}

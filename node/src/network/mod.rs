@@ -1,0 +1,119 @@
+//! The node's one Swarm: its behaviours, transports and their settings.
+//!
+//! TCP (noise, yamux) and QUIC; identify and ping; Kademlia for peer and stream discovery; gossipsub for a stream's
+//! control messages only; the chunk protocol for blocks and manifests. The block list comes first so that a banned
+//! peer is refused before any other behaviour sees it; connection limits come next.
+
+mod codec;
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, allow_block_list, connection_limits, gossipsub, identify, kad, noise, ping,
+    request_response, tcp, yamux,
+};
+use streamrp2p_protocols::control::MAX_CONTROL_SIZE;
+
+pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, wire_error};
+use crate::config::NodeConfig;
+
+/// Kademlia protocol name: a DHT of StreamrP2P nodes only, apart from IPFS's.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.0.0");
+/// identify's protocol version string.
+pub const PROTOCOL_VERSION: &str = "/streamrp2p/1.0.0";
+/// Most connections a node keeps, in and out: enough for a stream's mesh and the DHT, few enough for a home uplink.
+const MAX_ESTABLISHED: u32 = 256;
+/// Concurrent chunk streams per connection: a block request is one stream, and a viewer pipelines many.
+const MAX_CHUNK_STREAMS: usize = 256;
+
+/// Everything the node speaks.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Peers banned by the peer manager.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Connection limits.
+    pub limits: connection_limits::Behaviour,
+    /// Exchange of listen addresses and protocols.
+    pub identify: identify::Behaviour,
+    /// Liveness and round-trip times.
+    pub ping: ping::Behaviour,
+    /// Peer routing and stream provider records.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Stream control messages.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Blocks and manifests.
+    pub chunk: request_response::Behaviour<ChunkCodec>,
+}
+
+/// Why the Swarm could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The TCP transport could not be set up.
+    #[error("cannot set up TCP: {0}")]
+    Tcp(#[from] noise::Error),
+    /// The DNS resolver could not be set up.
+    #[error("cannot set up DNS: {0}")]
+    Dns(#[from] std::io::Error),
+    /// A behaviour could not be built.
+    #[error("cannot build network behaviour: {0}")]
+    Behaviour(String),
+}
+
+/// Builds the node's Swarm.
+pub fn build_swarm(keypair: Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour>, BuildError> {
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_quic()
+        .with_dns()?
+        .with_behaviour(|key| behaviour(key, config).map_err(Into::into))
+        .map_err(|e| BuildError::Behaviour(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+fn behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, String> {
+    let peer_id = key.public().to_peer_id();
+    let kad = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad::Config::new(KAD_PROTOCOL),
+    );
+
+    let gossipsub_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // The node checks every control message before gossipsub forwards it.
+        .validate_messages()
+        .max_transmit_size(MAX_CONTROL_SIZE)
+        // Content-addressed ids: the same announcement arriving on two paths is one message.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(streamrp2p_protocols::segment::block_cid(&m.data).to_bytes())
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossipsub_config)?;
+
+    let chunk = request_response::Behaviour::with_codec(
+        ChunkCodec,
+        [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(MAX_CHUNK_STREAMS),
+    );
+
+    Ok(Behaviour {
+        blocked: Default::default(),
+        limits: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default().with_max_established(Some(MAX_ESTABLISHED)),
+        ),
+        identify: identify::Behaviour::new(identify::Config::new(PROTOCOL_VERSION.into(), key.public())),
+        ping: ping::Behaviour::default(),
+        kad,
+        gossipsub,
+        chunk,
+    })
+}

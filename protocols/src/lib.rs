@@ -1,0 +1,30 @@
+//! Wire formats and protocol logic of StreamrP2P, free of IO.
+//!
+//! Nothing in this crate opens a socket, reads a clock or spawns a task: the node (`streamrp2p-node`) and the
+//! simulator drive the same code. The pieces, in the order a segment meets them:
+//!
+//! - [`stream`]: a stream's id, derived from its broadcaster's key and its name, and the signed [`stream::StreamInfo`].
+//! - [`segment`]: a segment cut into raw blocks of at most 256 KiB, each addressed by a CIDv1, and the segment's
+//!   root CID, which is exactly what IPFS computes for the same bytes (CIDv1, raw leaves, 256 KiB fixed-size chunks,
+//!   balanced UnixFS DAG); [`segment::SegmentAssembly`] verifies blocks as they arrive.
+//! - [`manifest`]: the broadcaster-signed entry that describes one segment, and the bounded window of sequence
+//!   numbers a viewer accepts.
+//! - [`chunk`]: the request-response protocol `/streamrp2p/chunk/1.0.0` that moves blocks and manifests.
+//! - [`control`]: the small control messages carried on a stream's gossipsub topic (never segment bytes).
+//!
+//! Every decoder here takes untrusted bytes, enforces a documented maximum size and returns a typed error instead
+//! of panicking; the property tests in `tests/` feed them arbitrary bytes.
+#![deny(missing_docs)]
+
+pub mod chunk;
+pub mod control;
+mod error;
+pub mod manifest;
+pub mod proto;
+pub mod segment;
+pub mod stream;
+mod unixfs;
+
+pub use cid::Cid;
+pub use error::WireError;
+pub use libp2p_identity::{Keypair, PublicKey};
