@@ -44,6 +44,10 @@ pub struct NodeConfig {
     /// How long a segment may wait for peers before it is fetched from the stream's HTTP origin. 6 s: three
     /// 2-second segments, the HLS player's buffer at the live edge.
     pub origin_fallback_after: Duration,
+    /// Longest a viewer waits, when other viewers are known, before taking a segment only the broadcaster holds:
+    /// each waits a random part of it, so one takes the broadcaster's copy and the others take it from that viewer.
+    /// 1 s: a 2-second segment's transfer on a 10 Mbit/s link, well inside the 2.5 s lag target.
+    pub broadcaster_holdoff: Duration,
     /// Chunk protocol request timeout: 20 s, twice libp2p's default, since a block may queue behind others on a
     /// slow uplink.
     pub request_timeout: Duration,
@@ -72,6 +76,7 @@ impl Default for NodeConfig {
             max_stream_bytes: 256 * 1024 * 1024,
             join_backlog: 3,
             origin_fallback_after: Duration::from_secs(6),
+            broadcaster_holdoff: Duration::from_secs(1),
             request_timeout: Duration::from_secs(20),
             max_requests_per_peer: 16,
             ban_duration: Duration::from_secs(600),

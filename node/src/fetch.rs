@@ -14,7 +14,7 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use rand::seq::IndexedRandom;
 use streamrp2p_protocols::Cid;
-use streamrp2p_protocols::manifest::{ManifestError, SequenceWindow, SignedManifestEntry};
+use streamrp2p_protocols::manifest::{SequenceWindow, SignedManifestEntry};
 use streamrp2p_protocols::segment::{BlockError, SegmentAssembly};
 use streamrp2p_protocols::stream::SignedStreamInfo;
 
@@ -45,6 +45,8 @@ struct Pending {
     failed: HashMap<usize, HashSet<PeerId>>,
     origin_in_flight: bool,
     origin_not_before: Instant,
+    /// Before this, the broadcaster is asked only when no other viewer is known (see [`StreamFetch::next_asks`]).
+    broadcaster_not_before: Instant,
 }
 
 /// A viewer's download state for one stream.
@@ -86,26 +88,26 @@ impl StreamFetch {
         self.start
     }
 
-    /// Newest sequence number seen.
-    pub(crate) fn newest(&self) -> Option<u64> {
-        self.window.newest()
-    }
-
     /// Takes verified entries; those at or after the join point and not yet held become pending. The first batch
-    /// sets the join point `backlog` segments behind its newest entry. Returns the newly pending sequence numbers.
+    /// sets the join point `backlog` segments behind its newest entry. Entries outside the sequence window are
+    /// skipped (an honest peer may still hold old ones). Returns the newly pending sequence numbers.
     pub(crate) fn on_entries(
         &mut self,
         entries: Vec<SignedManifestEntry>,
         backlog: u64,
+        holdoff: Duration,
         held: impl Fn(u64) -> bool,
         now: Instant,
-    ) -> Result<Vec<u64>, ManifestError> {
-        let Some(newest) = entries.iter().map(|e| e.entry().seq).max() else { return Ok(Vec::new()) };
+    ) -> Vec<u64> {
+        let Some(newest) = entries.iter().map(|e| e.entry().seq).max() else { return Vec::new() };
         let start = *self.start.get_or_insert(newest.saturating_sub(backlog.saturating_sub(1)));
         let mut added = Vec::new();
         for entry in entries {
             let seq = entry.entry().seq;
-            self.window.admit(seq)?;
+            if let Err(error) = self.window.admit(seq) {
+                tracing::debug!(%error, "entry skipped");
+                continue;
+            }
             if seq < start || held(seq) || self.pending.contains_key(&seq) {
                 continue;
             }
@@ -120,6 +122,7 @@ impl StreamFetch {
                     failed: HashMap::new(),
                     origin_in_flight: false,
                     origin_not_before: now,
+                    broadcaster_not_before: now + holdoff.mul_f64(rand::random::<f64>()),
                 },
             );
             added.push(seq);
@@ -127,12 +130,7 @@ impl StreamFetch {
         // Segments that fell out of the window will never be played.
         let low = newest.saturating_sub(WINDOW_BEHIND);
         self.pending.retain(|&seq, _| seq >= low);
-        Ok(added)
-    }
-
-    /// Missing blocks of a pending segment, as (index, CID).
-    pub(crate) fn missing(&self, seq: u64) -> Vec<(usize, Cid)> {
-        self.pending.get(&seq).map(|p| p.assembly.missing().collect()).unwrap_or_default()
+        added
     }
 
     /// `peer` holds these segments whole.
@@ -154,10 +152,20 @@ impl StreamFetch {
         self.have.keys()
     }
 
+    /// A peer was asked about the stream: until it answers, it counts as a viewer that may soon hold segments.
+    pub(crate) fn on_asked(&mut self, peer: PeerId) {
+        self.have.entry(peer).or_default();
+    }
+
     /// Picks peers for missing blocks, oldest segment first. `load` counts requests in flight per peer and is updated
     /// with the picks; `usable` says whether a peer may be asked now (connected, not banned).
+    ///
+    /// When other viewers are known, a segment that only the broadcaster holds waits a random part of the holdoff
+    /// before the broadcaster is asked: the viewer whose wait ends first takes the broadcaster's copy, and the others
+    /// hear its HAVE meanwhile and take theirs from it. That keeps the broadcaster's uplink for first copies.
     pub(crate) fn next_asks(
         &mut self,
+        now: Instant,
         broadcaster: Option<PeerId>,
         load: &mut HashMap<PeerId, usize>,
         max_per_peer: usize,
@@ -165,6 +173,7 @@ impl StreamFetch {
     ) -> Vec<BlockAsk> {
         let mut asks = Vec::new();
         let mut rng = rand::rng();
+        let other_viewers = self.have.keys().any(|p| Some(*p) != broadcaster && usable(p));
         for (&seq, pending) in &mut self.pending {
             let holders: Vec<PeerId> = self
                 .have
@@ -184,6 +193,9 @@ impl StreamFetch {
                     .collect();
                 // Viewers first; the broadcaster only when no viewer can serve the block.
                 let viewers: Vec<PeerId> = eligible.iter().filter(|p| Some(**p) != broadcaster).copied().collect();
+                if viewers.is_empty() && other_viewers && now < pending.broadcaster_not_before {
+                    continue;
+                }
                 let pool = if viewers.is_empty() { &eligible } else { &viewers };
                 let least = pool.iter().map(|p| load.get(p).copied().unwrap_or(0)).min();
                 let lightest: Vec<PeerId> =

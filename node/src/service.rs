@@ -313,7 +313,11 @@ impl Service {
     }
 
     fn request_manifest(&mut self, stream: StreamId, peer: PeerId) {
-        let since_seq = self.watching.get(&stream).and_then(|f| f.start()).unwrap_or(0);
+        let Some(fetch) = self.watching.get_mut(&stream) else { return };
+        if Some(peer) != fetch.info.as_ref().map(|i| i.info().broadcaster.to_peer_id()) {
+            fetch.on_asked(peer);
+        }
+        let since_seq = fetch.start().unwrap_or(0);
         let id = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Manifest { stream, since_seq });
         self.outbound.insert(id, (peer, Outbound::Manifest { stream }));
     }
@@ -379,7 +383,13 @@ impl Service {
     fn add_entries(&mut self, stream: StreamId, entries: Vec<SignedManifestEntry>, now: Instant) {
         let Some(fetch) = self.watching.get_mut(&stream) else { return };
         let store = self.shared.store.read().expect("store lock");
-        let added = fetch.on_entries(entries, self.config.join_backlog, |seq| store.has_segment(&stream, seq), now);
+        let added = fetch.on_entries(
+            entries,
+            self.config.join_backlog,
+            self.config.broadcaster_holdoff,
+            |seq| store.has_segment(&stream, seq),
+            now,
+        );
         let mut completed = Vec::new();
         for seq in added {
             if let Some(done) = fetch.fill_local(seq, |cid| store.block(cid).map(|(b, _)| b.clone())) {
@@ -583,13 +593,14 @@ impl Service {
 
     /// Sends block requests for whatever is missing and has a peer to ask.
     fn schedule(&mut self) {
+        let now = Instant::now();
         let streams: Vec<StreamId> = self.watching.keys().copied().collect();
         for stream in streams {
             let Some(fetch) = self.watching.get_mut(&stream) else { continue };
             let broadcaster = fetch.info.as_ref().map(|i| i.info().broadcaster.to_peer_id());
             let peers = &self.peers;
             let asks =
-                fetch.next_asks(broadcaster, &mut self.load, self.config.max_requests_per_peer, |p| !peers.is_banned(p));
+                fetch.next_asks(now, broadcaster, &mut self.load, self.config.max_requests_per_peer, |p| !peers.is_banned(p));
             for ask in asks {
                 let id = self.swarm.behaviour_mut().chunk.send_request(&ask.peer, ChunkRequest::Block(ask.cid));
                 self.outbound.insert(id, (ask.peer, Outbound::Block { stream, ask }));

@@ -57,11 +57,6 @@ impl StreamStore {
     fn held_duration(&self) -> Duration {
         self.segments.values().map(|s| s.entry.entry().duration).sum()
     }
-
-    /// Sequence numbers of the segments held, newest last.
-    pub(crate) fn held_seqs(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
-        self.segments.keys().copied()
-    }
 }
 
 /// Every stream's window, and the blocks they hold.
@@ -183,7 +178,7 @@ mod tests {
         }
         let stream = store.stream(&info.id()).unwrap();
         assert_eq!(stream.segments.len(), 30);
-        assert_eq!(stream.held_seqs().next(), Some(970));
+        assert_eq!(stream.segments.keys().next(), Some(&970));
         assert!(store.block_bytes() <= 30 * 300_000);
     }
 }

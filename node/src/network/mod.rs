@@ -20,9 +20,9 @@ pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, wire_error};
 use crate::config::NodeConfig;
 
 /// Kademlia protocol name: a DHT of StreamrP2P nodes only, apart from IPFS's.
-pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.0.0");
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.0.0");
 /// identify's protocol version string.
-pub const PROTOCOL_VERSION: &str = "/streamrp2p/1.0.0";
+pub(crate) const PROTOCOL_VERSION: &str = "/streamrp2p/1.0.0";
 /// Most connections a node keeps, in and out: enough for a stream's mesh and the DHT, few enough for a home uplink.
 const MAX_ESTABLISHED: u32 = 256;
 /// Concurrent chunk streams per connection: a block request is one stream, and a viewer pipelines many.
@@ -30,21 +30,21 @@ const MAX_CHUNK_STREAMS: usize = 256;
 
 /// Everything the node speaks.
 #[derive(NetworkBehaviour)]
-pub struct Behaviour {
+pub(crate) struct Behaviour {
     /// Peers banned by the peer manager.
-    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Connection limits.
-    pub limits: connection_limits::Behaviour,
+    pub(crate) limits: connection_limits::Behaviour,
     /// Exchange of listen addresses and protocols.
-    pub identify: identify::Behaviour,
+    pub(crate) identify: identify::Behaviour,
     /// Liveness and round-trip times.
-    pub ping: ping::Behaviour,
+    pub(crate) ping: ping::Behaviour,
     /// Peer routing and stream provider records.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Stream control messages.
-    pub gossipsub: gossipsub::Behaviour,
+    pub(crate) gossipsub: gossipsub::Behaviour,
     /// Blocks and manifests.
-    pub chunk: request_response::Behaviour<ChunkCodec>,
+    pub(crate) chunk: request_response::Behaviour<ChunkCodec>,
 }
 
 /// Why the Swarm could not be built.
@@ -63,7 +63,7 @@ pub enum BuildError {
 }
 
 /// Builds the node's Swarm.
-pub fn build_swarm(keypair: Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour>, BuildError> {
+pub(crate) fn build_swarm(keypair: Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour>, BuildError> {
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?

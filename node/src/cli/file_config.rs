@@ -1,0 +1,90 @@
+//! The `--config` TOML file: any command-line option, plus the node's tuning knobs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use streamrp2p_node::{DhtMode, Multiaddr, NodeConfig};
+
+use super::CommonArgs;
+
+/// The config file. Every field is optional; see `NodeConfig` for what each means and its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    #[serde(default)]
+    external: Vec<String>,
+    http: Option<SocketAddr>,
+    dht: Option<DhtMode>,
+    live_window_s: Option<f64>,
+    max_stream_mb: Option<u64>,
+    join_backlog: Option<u64>,
+    origin_fallback_after_s: Option<f64>,
+    request_timeout_s: Option<f64>,
+    broadcaster_holdoff_s: Option<f64>,
+    max_requests_per_peer: Option<usize>,
+    ban_s: Option<f64>,
+}
+
+fn addrs(field: &str, values: &[String]) -> Result<Vec<Multiaddr>> {
+    values
+        .iter()
+        .map(|v| v.parse().with_context(|| format!("`{field}` in the config file: {v:?} is not a multiaddr")))
+        .collect()
+}
+
+fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .with_context(|| format!("`{field}` in the config file must be a non-negative number of seconds")),
+    }
+}
+
+impl FileConfig {
+    pub(super) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// The node's configuration: command line over file over defaults.
+    pub(super) fn merge(self, cli: &CommonArgs) -> Result<NodeConfig> {
+        let d = NodeConfig::default();
+        let pick = |cli: &[Multiaddr], file: Vec<Multiaddr>, default: Vec<Multiaddr>| {
+            if !cli.is_empty() {
+                cli.to_vec()
+            } else if !file.is_empty() {
+                file
+            } else {
+                default
+            }
+        };
+        let data_dir = cli.data_dir.clone().or(self.data_dir).or_else(|| {
+            directories::ProjectDirs::from("", "", "streamrp2p").map(|dirs| dirs.data_dir().to_path_buf())
+        });
+        Ok(NodeConfig {
+            data_dir,
+            listen: pick(&cli.listen, addrs("listen", &self.listen)?, d.listen),
+            bootstrap: pick(&cli.bootstrap, addrs("bootstrap", &self.bootstrap)?, d.bootstrap),
+            external: pick(&cli.external, addrs("external", &self.external)?, d.external),
+            http: cli.http.or(self.http).or(d.http),
+            dht: self.dht.unwrap_or(d.dht),
+            live_window: seconds("live_window_s", self.live_window_s, d.live_window)?,
+            max_stream_bytes: self.max_stream_mb.map_or(d.max_stream_bytes, |mb| mb * 1024 * 1024),
+            join_backlog: self.join_backlog.unwrap_or(d.join_backlog).max(1),
+            origin_fallback_after: seconds("origin_fallback_after_s", self.origin_fallback_after_s, d.origin_fallback_after)?,
+            broadcaster_holdoff: seconds("broadcaster_holdoff_s", self.broadcaster_holdoff_s, d.broadcaster_holdoff)?,
+            request_timeout: seconds("request_timeout_s", self.request_timeout_s, d.request_timeout)?,
+            max_requests_per_peer: self.max_requests_per_peer.unwrap_or(d.max_requests_per_peer).max(1),
+            ban_duration: seconds("ban_s", self.ban_s, d.ban_duration)?,
+            skip_gap_after: d.skip_gap_after,
+        })
+    }
+}
