@@ -99,8 +99,12 @@ impl StreamFetch {
         held: impl Fn(u64) -> bool,
         now: Instant,
     ) -> Vec<u64> {
-        let Some(newest) = entries.iter().map(|e| e.entry().seq).max() else { return Vec::new() };
-        let start = *self.start.get_or_insert(newest.saturating_sub(backlog.saturating_sub(1)));
+        let Some(newest) = entries.iter().map(|e| e.entry().seq).max() else {
+            return Vec::new();
+        };
+        let start = *self
+            .start
+            .get_or_insert(newest.saturating_sub(backlog.saturating_sub(1)));
         let mut added = Vec::new();
         for entry in entries {
             let seq = entry.entry().seq;
@@ -181,8 +185,11 @@ impl StreamFetch {
                 .filter(|(peer, seqs)| seqs.contains(&seq) && usable(peer))
                 .map(|(peer, _)| *peer)
                 .collect();
-            let missing: Vec<(usize, Cid)> =
-                pending.assembly.missing().filter(|(i, _)| !pending.in_flight.contains(i)).collect();
+            let missing: Vec<(usize, Cid)> = pending
+                .assembly
+                .missing()
+                .filter(|(i, _)| !pending.in_flight.contains(i))
+                .collect();
             for (index, cid) in missing {
                 let failed = pending.failed.get(&index);
                 let eligible: Vec<PeerId> = holders
@@ -198,9 +205,14 @@ impl StreamFetch {
                 }
                 let pool = if viewers.is_empty() { &eligible } else { &viewers };
                 let least = pool.iter().map(|p| load.get(p).copied().unwrap_or(0)).min();
-                let lightest: Vec<PeerId> =
-                    pool.iter().filter(|p| Some(load.get(p).copied().unwrap_or(0)) == least).copied().collect();
-                let Some(&peer) = lightest.choose(&mut rng) else { continue };
+                let lightest: Vec<PeerId> = pool
+                    .iter()
+                    .filter(|p| Some(load.get(p).copied().unwrap_or(0)) == least)
+                    .copied()
+                    .collect();
+                let Some(&peer) = lightest.choose(&mut rng) else {
+                    continue;
+                };
                 *load.entry(peer).or_default() += 1;
                 pending.in_flight.insert(index);
                 asks.push(BlockAsk { peer, seq, index, cid });
@@ -211,7 +223,9 @@ impl StreamFetch {
 
     /// A block arrived from `peer`. Returns the whole segment when this was its last block.
     pub(crate) fn on_block(&mut self, seq: u64, index: usize, data: Bytes) -> Result<Option<Completed>, BlockError> {
-        let Some(pending) = self.pending.get_mut(&seq) else { return Ok(None) };
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return Ok(None);
+        };
         pending.in_flight.remove(&index);
         let cid = pending.entry.entry().blocks[index];
         pending.assembly.insert(&cid, data)?;
@@ -221,8 +235,11 @@ impl StreamFetch {
     /// Fills blocks this node already holds (the same bytes in another segment) from `lookup`.
     pub(crate) fn fill_local(&mut self, seq: u64, lookup: impl Fn(&Cid) -> Option<Bytes>) -> Option<Completed> {
         let pending = self.pending.get_mut(&seq)?;
-        let local: Vec<(Cid, Bytes)> =
-            pending.assembly.missing().filter_map(|(_, cid)| lookup(&cid).map(|b| (cid, b))).collect();
+        let local: Vec<(Cid, Bytes)> = pending
+            .assembly
+            .missing()
+            .filter_map(|(_, cid)| lookup(&cid).map(|b| (cid, b)))
+            .collect();
         for (cid, data) in local {
             // Bytes from our own store were verified when they arrived.
             let _ = pending.assembly.insert(&cid, data);
@@ -253,7 +270,10 @@ impl StreamFetch {
                 && !self.have.iter().any(|(peer, seqs)| {
                     seqs.contains(&seq)
                         && usable(peer)
-                        && pending.assembly.missing().any(|(i, _)| pending.failed.get(&i).is_none_or(|f| !f.contains(peer)))
+                        && pending
+                            .assembly
+                            .missing()
+                            .any(|(i, _)| pending.failed.get(&i).is_none_or(|f| !f.contains(peer)))
                 });
             let stranded_long = stranded && now.duration_since(pending.since) >= Duration::from_secs(1);
             if stranded_long || now.duration_since(pending.since) >= after {
@@ -266,7 +286,12 @@ impl StreamFetch {
 
     /// The origin's answer for segment `seq`: its blocks, already checked against the entry by the caller.
     /// Returns the whole segment and the bytes that were still missing (what the origin contributed).
-    pub(crate) fn on_origin(&mut self, seq: u64, blocks: Option<Vec<(Cid, Bytes)>>, now: Instant) -> Option<(Completed, u64)> {
+    pub(crate) fn on_origin(
+        &mut self,
+        seq: u64,
+        blocks: Option<Vec<(Cid, Bytes)>>,
+        now: Instant,
+    ) -> Option<(Completed, u64)> {
         let pending = self.pending.get_mut(&seq)?;
         pending.origin_in_flight = false;
         let Some(blocks) = blocks else {
@@ -294,7 +319,10 @@ impl StreamFetch {
         }
         let pending = self.pending.remove(&seq)?;
         match pending.assembly.finish() {
-            Ok(data) => Some(Completed { entry: pending.entry, data }),
+            Ok(data) => Some(Completed {
+                entry: pending.entry,
+                data,
+            }),
             Err(error) => {
                 // Every block matched its CID, so the signed entry itself is inconsistent: nothing to retry.
                 tracing::warn!(seq, %error, "segment does not match its signed manifest entry; dropped");

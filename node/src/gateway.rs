@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use streamrp2p_protocols::stream::StreamId;
+use streamrp2p_protocols::stream::{ParseStreamIdError, StreamId};
 
 use crate::Shared;
 use crate::playlist;
@@ -22,36 +22,53 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/streams/{id}/{file}", get(segment_handler))
         .route("/api/status", get(status_handler))
         .route("/metrics", get(metrics_handler))
+        .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(shared)
 }
 
-fn not_found(what: &str) -> Response {
-    (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
+/// Lets browser players on any page (hls.js) read the stream: everything served here is public.
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    response
 }
 
-fn parse_stream(id: &str) -> Result<StreamId, Response> {
-    id.parse().map_err(|e: streamrp2p_protocols::stream::ParseStreamIdError| {
-        (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-    })
+/// An error answer: a status and a sentence saying what was wrong.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
 }
 
-async fn playlist_handler(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let stream = match parse_stream(&id) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, what.to_owned())
+}
+
+fn parse_stream(id: &str) -> Result<StreamId, ApiError> {
+    id.parse()
+        .map_err(|e: ParseStreamIdError| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn playlist_handler(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let stream = parse_stream(&id)?;
     let store = shared.store.read().expect("store lock");
-    let Some(s) = store.stream(&stream) else { return not_found("this node does not carry that stream") };
+    let Some(s) = store.stream(&stream) else {
+        return Err(not_found("this node does not carry that stream"));
+    };
     let listed = s.playable.listed(&s.segments);
     if listed.is_empty() {
-        return not_found("no segment of this stream is playable yet; retry shortly");
+        return Err(not_found("no segment of this stream is playable yet; retry shortly"));
     }
     let body = playlist::render(&s.segments, &listed);
-    (
-        [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-cache")],
-        body,
-    )
-        .into_response()
+    let headers = [
+        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    Ok((headers, body).into_response())
 }
 
 /// A manifest entry as the JSON API shows it.
@@ -68,13 +85,12 @@ struct EntryJson {
     signature: String,
 }
 
-async fn manifest_handler(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let stream = match parse_stream(&id) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn manifest_handler(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let stream = parse_stream(&id)?;
     let store = shared.store.read().expect("store lock");
-    let Some(s) = store.stream(&stream) else { return not_found("this node does not carry that stream") };
+    let Some(s) = store.stream(&stream) else {
+        return Err(not_found("this node does not carry that stream"));
+    };
     let entries: Vec<EntryJson> = s
         .segments
         .values()
@@ -92,22 +108,22 @@ async fn manifest_handler(State(shared): State<Arc<Shared>>, Path(id): Path<Stri
             }
         })
         .collect();
-    axum::Json(entries).into_response()
+    Ok(axum::Json(entries).into_response())
 }
 
-async fn segment_handler(State(shared): State<Arc<Shared>>, Path((id, file)): Path<(String, String)>) -> Response {
-    let stream = match parse_stream(&id) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn segment_handler(
+    State(shared): State<Arc<Shared>>,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let stream = parse_stream(&id)?;
     let Some(seq) = file.strip_suffix(".ts").and_then(|s| s.parse::<u64>().ok()) else {
-        return not_found("segments are named <sequence number>.ts");
+        return Err(not_found("segments are named <sequence number>.ts"));
     };
     let store = shared.store.read().expect("store lock");
     let Some(segment) = store.stream(&stream).and_then(|s| s.segments.get(&seq)) else {
-        return not_found("this node does not hold that segment");
+        return Err(not_found("this node does not hold that segment"));
     };
-    ([(header::CONTENT_TYPE, "video/mp2t")], segment.data.clone()).into_response()
+    Ok(([(header::CONTENT_TYPE, "video/mp2t")], segment.data.clone()).into_response())
 }
 
 async fn status_handler(State(shared): State<Arc<Shared>>) -> Response {
@@ -116,7 +132,10 @@ async fn status_handler(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         shared.metrics.render(),
     )
         .into_response()

@@ -30,7 +30,10 @@ pub enum IdentityError {
 /// Loads the key in `data_dir`, creating the dir and a new key (mode 0600) when there is none.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);
-    let io_err = |source| IdentityError::Io { path: path.clone(), source };
+    let io_err = |source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    };
     match fs::read(&path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|_| IdentityError::Corrupt(path.clone())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -61,7 +64,10 @@ mod tests {
     fn key_is_created_private_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
         let a = load_or_create(dir.path()).unwrap();
-        let mode = fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(IDENTITY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create(dir.path()).unwrap();
         assert_eq!(a.public(), b.public());

@@ -77,7 +77,10 @@ impl HlsSource {
                     Some(uri) => playlist.parent().unwrap_or(playlist.as_path()).join(uri),
                     None => playlist.clone(),
                 };
-                tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| format!("{}: {e}", path.display()))
+                tokio::fs::read(&path)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| format!("{}: {e}", path.display()))
             }
             Self::Url(playlist) => {
                 let url = match uri {
@@ -85,7 +88,11 @@ impl HlsSource {
                     None => playlist.clone(),
                 };
                 let response = http.get(url.clone()).send().await.and_then(|r| r.error_for_status());
-                response.map_err(|e| format!("{url}: {e}"))?.bytes().await.map_err(|e| format!("{url}: {e}"))
+                response
+                    .map_err(|e| format!("{url}: {e}"))?
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))
             }
         }
     }
@@ -102,7 +109,11 @@ pub async fn follow_hls(node: NodeHandle, stream: StreamId, source: HlsSource) -
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| IngestError::Unavailable { source_name: source.to_string(), waited: Duration::ZERO, reason: e.to_string() })?;
+        .map_err(|e| IngestError::Unavailable {
+            source_name: source.to_string(),
+            waited: Duration::ZERO,
+            reason: e.to_string(),
+        })?;
     let started = tokio::time::Instant::now();
     let mut last: Option<u64> = None;
     let mut restarted = false;
@@ -149,7 +160,10 @@ pub async fn follow_hls(node: NodeHandle, stream: StreamId, source: HlsSource) -
                 }
             };
             let duration = Duration::from_secs_f32(segment.duration.max(0.001));
-            match node.publish(stream, data, duration, segment.discontinuity || restarted).await {
+            match node
+                .publish(stream, data, duration, segment.discontinuity || restarted)
+                .await
+            {
                 Ok(_) => {
                     published += 1;
                     restarted = false;

@@ -36,10 +36,10 @@ mod status;
 mod store;
 
 pub use config::{DhtMode, NodeConfig};
-pub use network::{BuildError, CHUNK_PROTOCOL, ChunkCodec, wire_error};
-pub use node::{Node, NodeError, NodeEvent, NodeHandle};
+pub use libp2p::{Multiaddr, PeerId};
+pub use network::{BuildError, CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, wire_error};
 pub(crate) use node::Shared;
+pub use node::{Node, NodeError, NodeEvent, NodeHandle};
 pub use status::{Status, StreamStatus};
 pub use store::Role;
 pub use streamrp2p_protocols::stream::StreamId;
-pub use libp2p::{Multiaddr, PeerId};

@@ -54,7 +54,11 @@ impl Metrics {
         let peers = Gauge::default();
         registry.register("peers", "Connected peers", peers.clone());
         let payload_bytes = Family::<FlowLabels, Counter>::default();
-        registry.register("payload_bytes", "Segment bytes by direction and source", payload_bytes.clone());
+        registry.register(
+            "payload_bytes",
+            "Segment bytes by direction and source",
+            payload_bytes.clone(),
+        );
         let segments = Counter::default();
         registry.register("segments", "Segments completed and stored", segments.clone());
         let verification_failures = Family::<FailureLabels, Counter>::default();
@@ -65,7 +69,14 @@ impl Metrics {
         );
         let bans = Counter::default();
         registry.register("bans", "Peers banned for sending bad data", bans.clone());
-        Self { registry, peers, payload_bytes, segments, verification_failures, bans }
+        Self {
+            registry,
+            peers,
+            payload_bytes,
+            segments,
+            verification_failures,
+            bans,
+        }
     }
 
     pub(crate) fn add_bytes(&self, flow: Flow, bytes: u64) {

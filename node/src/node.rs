@@ -134,9 +134,10 @@ impl Node {
             swarm.add_external_address(addr.clone());
         }
         for addr in &config.listen {
-            swarm
-                .listen_on(addr.clone())
-                .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
         }
         for addr in &config.bootstrap {
             let Some(Protocol::P2p(peer)) = addr.iter().last() else {
@@ -153,7 +154,9 @@ impl Node {
 
         let listener = match config.http {
             Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Http { addr, source })?,
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Http { addr, source })?,
             ),
             None => None,
         };
@@ -180,8 +183,16 @@ impl Node {
             .map_err(|e| BuildError::Behaviour(format!("HTTP client: {e}")))?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        let service =
-            Service::new(swarm, keypair, config.clone(), shared.clone(), commands_rx, events.clone(), http, loopback_only);
+        let service = Service::new(
+            swarm,
+            keypair,
+            config.clone(),
+            shared.clone(),
+            commands_rx,
+            events.clone(),
+            http,
+            loopback_only,
+        );
         let task = tokio::spawn(service.run());
 
         let handle = NodeHandle {
@@ -258,7 +269,12 @@ impl NodeHandle {
     /// Starts broadcasting the stream `name` of this node's key and returns its id. `origin` is the HTTP base URL
     /// viewers fall back to (segment `seq` at `{origin}/{seq}.ts`); by default, this node's own gateway.
     pub async fn broadcast(&self, name: &str, origin: Option<String>) -> Result<StreamId, NodeError> {
-        self.ask(|reply| Command::Broadcast { name: name.to_owned(), origin, reply }).await?
+        self.ask(|reply| Command::Broadcast {
+            name: name.to_owned(),
+            origin,
+            reply,
+        })
+        .await?
     }
 
     /// Publishes the next segment of a stream this node broadcasts; returns its sequence number. `discontinuity`
@@ -270,7 +286,14 @@ impl NodeHandle {
         duration: Duration,
         discontinuity: bool,
     ) -> Result<u64, NodeError> {
-        self.ask(|reply| Command::Publish { stream, data, duration, discontinuity, reply }).await?
+        self.ask(|reply| Command::Publish {
+            stream,
+            data,
+            duration,
+            discontinuity,
+            reply,
+        })
+        .await?
     }
 
     /// Starts watching a stream: finds it through the DHT, fetches it from its live edge on, and serves it.
@@ -293,7 +316,11 @@ impl NodeHandle {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return if have > 0 { Ok(()) } else { Err(NodeError::NotListening(LISTEN_TIMEOUT)) };
+                return if have > 0 {
+                    Ok(())
+                } else {
+                    Err(NodeError::NotListening(LISTEN_TIMEOUT))
+                };
             }
             if self.tasks.service.is_finished() {
                 return Err(NodeError::Stopped);

@@ -14,7 +14,10 @@ pub(crate) struct PeerManager {
 
 impl PeerManager {
     pub(crate) fn new(ban_duration: Duration) -> Self {
-        Self { banned: HashMap::new(), ban_duration }
+        Self {
+            banned: HashMap::new(),
+            ban_duration,
+        }
     }
 
     /// Bans `peer` from `now`. Returns whether it was not banned already.
@@ -28,7 +31,12 @@ impl PeerManager {
 
     /// Lifts the bans that have run out, returning those peers.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<PeerId> {
-        let expired: Vec<PeerId> = self.banned.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
         for peer in &expired {
             self.banned.remove(peer);
         }

@@ -30,7 +30,12 @@ pub(crate) struct PlayableRange {
 impl PlayableRange {
     /// A range that begins at `start`, skipping gaps after `skip_after`.
     pub(crate) fn starting_at(start: u64, skip_after: Duration) -> Self {
-        Self { start: Some(start), head: None, gap_since: None, skip_after }
+        Self {
+            start: Some(start),
+            head: None,
+            gap_since: None,
+            skip_after,
+        }
     }
 
     /// Whether the range has begun.
@@ -49,7 +54,9 @@ impl PlayableRange {
                 self.gap_since = None;
                 continue;
             }
-            let Some((&later, _)) = segments.range(next..).next() else { break };
+            let Some((&later, _)) = segments.range(next..).next() else {
+                break;
+            };
             let since = *self.gap_since.get_or_insert(now);
             if now.duration_since(since) < self.skip_after {
                 break;
@@ -62,7 +69,9 @@ impl PlayableRange {
 
     /// The listed sequence numbers that are still held, oldest first.
     pub(crate) fn listed(&self, segments: &BTreeMap<u64, StoredSegment>) -> Vec<u64> {
-        let (Some(start), Some(head)) = (self.start, self.head) else { return Vec::new() };
+        let (Some(start), Some(head)) = (self.start, self.head) else {
+            return Vec::new();
+        };
         let mut seqs: Vec<u64> = segments.range(start..=head).map(|(s, _)| *s).collect();
         // Eviction can open a hole at the old end; list only the consecutive tail.
         if let Some(pos) = seqs.windows(2).rposition(|w| w[1] != w[0] + 1) {
@@ -77,13 +86,21 @@ impl PlayableRange {
 /// Renders the live media playlist of `seqs` (consecutive, all present in `segments`).
 pub(crate) fn render(segments: &BTreeMap<u64, StoredSegment>, seqs: &[u64]) -> String {
     let listed: Vec<_> = seqs.iter().filter_map(|s| segments.get(s)).collect();
-    let target = listed.iter().map(|s| s.entry.entry().duration.as_secs_f64().ceil() as u64).max().unwrap_or(2);
+    let target = listed
+        .iter()
+        .map(|s| s.entry.entry().duration.as_secs_f64().ceil() as u64)
+        .max()
+        .unwrap_or(2);
     let first = listed.first().map(|s| s.entry.entry());
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", target.max(1));
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.map_or(0, |e| e.seq));
     // The first listed segment's own discontinuity counts as already begun for EXT-X-DISCONTINUITY-SEQUENCE.
-    let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", first.map_or(0, |e| e.discontinuity_sequence));
+    let _ = writeln!(
+        out,
+        "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+        first.map_or(0, |e| e.discontinuity_sequence)
+    );
     for (i, segment) in listed.iter().enumerate() {
         let entry = segment.entry.entry();
         if entry.discontinuity && i > 0 {

@@ -41,7 +41,8 @@ pub async fn loop_sample(node: NodeHandle, stream: StreamId) -> Result<(), NodeE
     let mut clock = tokio::time::interval(SEGMENT_DURATION);
     for i in 0u64.. {
         clock.tick().await;
-        node.publish(stream, segment(i), SEGMENT_DURATION, i % SEGMENTS.len() as u64 == 0).await?;
+        node.publish(stream, segment(i), SEGMENT_DURATION, i % SEGMENTS.len() as u64 == 0)
+            .await?;
     }
     Ok(())
 }

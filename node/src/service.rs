@@ -43,9 +43,22 @@ const ORIGIN_QUEUE: usize = 64;
 
 /// A request from a [`crate::NodeHandle`].
 pub(crate) enum Command {
-    Broadcast { name: String, origin: Option<String>, reply: oneshot::Sender<Result<StreamId, NodeError>> },
-    Publish { stream: StreamId, data: Bytes, duration: Duration, discontinuity: bool, reply: oneshot::Sender<Result<u64, NodeError>> },
-    Watch { stream: StreamId, reply: oneshot::Sender<Result<(), NodeError>> },
+    Broadcast {
+        name: String,
+        origin: Option<String>,
+        reply: oneshot::Sender<Result<StreamId, NodeError>>,
+    },
+    Publish {
+        stream: StreamId,
+        data: Bytes,
+        duration: Duration,
+        discontinuity: bool,
+        reply: oneshot::Sender<Result<u64, NodeError>>,
+    },
+    Watch {
+        stream: StreamId,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
 }
 
 /// A stream this node publishes.
@@ -155,7 +168,13 @@ impl Service {
             Command::Broadcast { name, origin, reply } => {
                 let _ = reply.send(self.start_broadcast(&name, origin));
             }
-            Command::Publish { stream, data, duration, discontinuity, reply } => {
+            Command::Publish {
+                stream,
+                data,
+                duration,
+                discontinuity,
+                reply,
+            } => {
                 let _ = reply.send(self.publish(stream, data, duration, discontinuity));
             }
             Command::Watch { stream, reply } => {
@@ -171,19 +190,42 @@ impl Service {
             return Ok(id);
         }
         let origin = origin.unwrap_or_else(|| {
-            self.shared.http_addr.map(|addr| format!("http://{addr}/streams/{id}")).unwrap_or_default()
+            self.shared
+                .http_addr
+                .map(|addr| format!("http://{addr}/streams/{id}"))
+                .unwrap_or_default()
         });
         let info = SignedStreamInfo::sign(&self.keypair, name, origin.trim_end_matches('/'))?;
-        self.shared.store.write().expect("store lock").add_stream(id, Role::Broadcaster, Some(info.clone()));
+        self.shared
+            .store
+            .write()
+            .expect("store lock")
+            .add_stream(id, Role::Broadcaster, Some(info.clone()));
         self.subscribe(id);
         self.provide(id);
-        self.broadcasts.insert(id, Broadcast { info, next_seq: 0, discontinuities: 0 });
+        self.broadcasts.insert(
+            id,
+            Broadcast {
+                info,
+                next_seq: 0,
+                discontinuities: 0,
+            },
+        );
         tracing::info!(stream = %id, name, origin, "broadcasting");
         Ok(id)
     }
 
-    fn publish(&mut self, stream: StreamId, data: Bytes, duration: Duration, discontinuity: bool) -> Result<u64, NodeError> {
-        let broadcast = self.broadcasts.get_mut(&stream).ok_or(NodeError::NotBroadcasting(stream))?;
+    fn publish(
+        &mut self,
+        stream: StreamId,
+        data: Bytes,
+        duration: Duration,
+        discontinuity: bool,
+    ) -> Result<u64, NodeError> {
+        let broadcast = self
+            .broadcasts
+            .get_mut(&stream)
+            .ok_or(NodeError::NotBroadcasting(stream))?;
         let blocks = segment::split(data.clone())?;
         let seq = broadcast.next_seq;
         // The first segment of a stream starts its timeline; only later breaks are discontinuities.
@@ -194,12 +236,23 @@ impl Service {
         entry.discontinuity_sequence = broadcast.discontinuities;
         let signed = SignedManifestEntry::sign(&self.keypair, entry)?;
         broadcast.next_seq += 1;
-        let announce = ControlMessage::Announce { info: broadcast.info.clone(), entry: signed.clone() };
+        let announce = ControlMessage::Announce {
+            info: broadcast.info.clone(),
+            entry: signed.clone(),
+        };
 
-        self.shared.store.write().expect("store lock").insert(signed, data.clone(), Instant::now());
+        self.shared
+            .store
+            .write()
+            .expect("store lock")
+            .insert(signed, data.clone(), Instant::now());
         self.count_segment(stream);
         self.gossip(stream, &announce);
-        let _ = self.events.send(NodeEvent::SegmentReady { stream, seq, size: data.len() as u64 });
+        let _ = self.events.send(NodeEvent::SegmentReady {
+            stream,
+            seq,
+            size: data.len() as u64,
+        });
         tracing::debug!(%stream, seq, size = data.len(), "published segment");
         Ok(seq)
     }
@@ -208,7 +261,11 @@ impl Service {
         if self.watching.contains_key(&stream) || self.broadcasts.contains_key(&stream) {
             return;
         }
-        self.shared.store.write().expect("store lock").add_stream(stream, Role::Viewer, None);
+        self.shared
+            .store
+            .write()
+            .expect("store lock")
+            .add_stream(stream, Role::Viewer, None);
         self.watching.insert(stream, StreamFetch::new());
         self.subscribe(stream);
         self.find_providers(stream, Instant::now());
@@ -230,7 +287,11 @@ impl Service {
     }
 
     fn find_providers(&mut self, stream: StreamId, now: Instant) {
-        let query = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(stream.as_bytes()));
+        let query = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(kad::RecordKey::new(stream.as_bytes()));
         self.provider_queries.insert(query, stream);
         self.last_provider_query.insert(stream, now);
     }
@@ -266,19 +327,31 @@ impl Service {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 let full = address.with_p2p(*self.swarm.local_peer_id()).expect("our own peer id");
-                self.shared.listen_addrs.write().expect("listen lock").retain(|a| *a != full);
+                self.shared
+                    .listen_addrs
+                    .write()
+                    .expect("listen lock")
+                    .retain(|a| *a != full);
             }
             SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
-                self.shared.metrics.peers.set(self.swarm.connected_peers().count() as i64);
+                self.shared
+                    .metrics
+                    .peers
+                    .set(self.swarm.connected_peers().count() as i64);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                if info.protocols.contains(&KAD_PROTOCOL) {
-                    for address in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, address);
-                    }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for address in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, address);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            })) => {
                 if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) = result
                     && let Some(&stream) = self.provider_queries.get(&id)
                 {
@@ -313,12 +386,18 @@ impl Service {
     }
 
     fn request_manifest(&mut self, stream: StreamId, peer: PeerId) {
-        let Some(fetch) = self.watching.get_mut(&stream) else { return };
+        let Some(fetch) = self.watching.get_mut(&stream) else {
+            return;
+        };
         if Some(peer) != fetch.info.as_ref().map(|i| i.info().broadcaster.to_peer_id()) {
             fetch.on_asked(peer);
         }
         let since_seq = fetch.start().unwrap_or(0);
-        let id = self.swarm.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Manifest { stream, since_seq });
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .chunk
+            .send_request(&peer, ChunkRequest::Manifest { stream, since_seq });
         self.outbound.insert(id, (peer, Outbound::Manifest { stream }));
     }
 
@@ -330,7 +409,11 @@ impl Service {
                 gossipsub::MessageAcceptance::Reject
             }
         };
-        let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&id, &source, acceptance);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
     }
 
     fn check_control(
@@ -381,7 +464,9 @@ impl Service {
 
     /// Takes verified entries for a watched stream: new ones become pending, filled from local blocks first.
     fn add_entries(&mut self, stream: StreamId, entries: Vec<SignedManifestEntry>, now: Instant) {
-        let Some(fetch) = self.watching.get_mut(&stream) else { return };
+        let Some(fetch) = self.watching.get_mut(&stream) else {
+            return;
+        };
         let store = self.shared.store.read().expect("store lock");
         let added = fetch.on_entries(
             entries,
@@ -414,14 +499,23 @@ impl Service {
     fn on_chunk_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request_id, request, channel } => {
+                request_response::Message::Request {
+                    request_id,
+                    request,
+                    channel,
+                } => {
                     self.on_request(request_id, request, channel);
                 }
                 request_response::Message::Response { request_id, response } => {
                     self.on_response(peer, request_id, response);
                 }
             },
-            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 if let OutboundFailure::Io(io) = &error
                     && let Some(wire) = wire_error(io)
                 {
@@ -438,7 +532,12 @@ impl Service {
                     }
                 }
             }
-            request_response::Event::InboundFailure { peer, request_id, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 self.uploads.remove(&request_id);
                 if let request_response::InboundFailure::Io(io) = &error
                     && let Some(wire) = wire_error(io)
@@ -490,18 +589,28 @@ impl Service {
             },
         };
         drop(store);
-        if self.swarm.behaviour_mut().chunk.send_response(channel, response).is_err() {
+        if self
+            .swarm
+            .behaviour_mut()
+            .chunk
+            .send_response(channel, response)
+            .is_err()
+        {
             self.uploads.remove(&id);
         }
     }
 
     fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: ChunkResponse) {
-        let Some((_, outbound)) = self.outbound.remove(&id) else { return };
+        let Some((_, outbound)) = self.outbound.remove(&id) else {
+            return;
+        };
         self.release(peer);
         let now = Instant::now();
         match (outbound, response) {
             (Outbound::Block { stream, ask }, ChunkResponse::Block(data)) => {
-                let Some(fetch) = self.watching.get_mut(&stream) else { return };
+                let Some(fetch) = self.watching.get_mut(&stream) else {
+                    return;
+                };
                 let len = data.len() as u64;
                 match fetch.on_block(ask.seq, ask.index, data) {
                     Ok(done) => {
@@ -552,9 +661,19 @@ impl Service {
     /// Stores a whole segment, tells peers, and becomes a provider of the stream.
     fn complete(&mut self, stream: StreamId, done: Completed, now: Instant) {
         let (seq, size) = (done.entry.entry().seq, done.data.len() as u64);
-        self.shared.store.write().expect("store lock").insert(done.entry, done.data, now);
+        self.shared
+            .store
+            .write()
+            .expect("store lock")
+            .insert(done.entry, done.data, now);
         self.count_segment(stream);
-        self.gossip(stream, &ControlMessage::Have { stream, seqs: vec![seq] });
+        self.gossip(
+            stream,
+            &ControlMessage::Have {
+                stream,
+                seqs: vec![seq],
+            },
+        );
         if let Some(fetch) = self.watching.get_mut(&stream)
             && !fetch.providing
         {
@@ -596,13 +715,24 @@ impl Service {
         let now = Instant::now();
         let streams: Vec<StreamId> = self.watching.keys().copied().collect();
         for stream in streams {
-            let Some(fetch) = self.watching.get_mut(&stream) else { continue };
+            let Some(fetch) = self.watching.get_mut(&stream) else {
+                continue;
+            };
             let broadcaster = fetch.info.as_ref().map(|i| i.info().broadcaster.to_peer_id());
             let peers = &self.peers;
-            let asks =
-                fetch.next_asks(now, broadcaster, &mut self.load, self.config.max_requests_per_peer, |p| !peers.is_banned(p));
+            let asks = fetch.next_asks(
+                now,
+                broadcaster,
+                &mut self.load,
+                self.config.max_requests_per_peer,
+                |p| !peers.is_banned(p),
+            );
             for ask in asks {
-                let id = self.swarm.behaviour_mut().chunk.send_request(&ask.peer, ChunkRequest::Block(ask.cid));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .chunk
+                    .send_request(&ask.peer, ChunkRequest::Block(ask.cid));
                 self.outbound.insert(id, (ask.peer, Outbound::Block { stream, ask }));
             }
         }
@@ -625,7 +755,11 @@ impl Service {
         for stream in streams {
             self.origin_fallback(stream, now);
             self.poll_manifests(stream, now);
-            if self.last_provider_query.get(&stream).is_none_or(|t| now.duration_since(*t) >= PROVIDER_REFRESH) {
+            if self
+                .last_provider_query
+                .get(&stream)
+                .is_none_or(|t| now.duration_since(*t) >= PROVIDER_REFRESH)
+            {
                 self.find_providers(stream, now);
             }
         }
@@ -633,9 +767,16 @@ impl Service {
 
     /// Asks peers for the manifest when announcements have not been arriving (joining, or gossip not yet meshed).
     fn poll_manifests(&mut self, stream: StreamId, now: Instant) {
-        let Some(fetch) = self.watching.get(&stream) else { return };
-        let quiet = fetch.last_entry_at.is_none_or(|t| now.duration_since(t) >= MANIFEST_POLL_AFTER);
-        let polled = self.last_manifest_poll.get(&stream).is_some_and(|t| now.duration_since(*t) < MANIFEST_POLL_AFTER);
+        let Some(fetch) = self.watching.get(&stream) else {
+            return;
+        };
+        let quiet = fetch
+            .last_entry_at
+            .is_none_or(|t| now.duration_since(t) >= MANIFEST_POLL_AFTER);
+        let polled = self
+            .last_manifest_poll
+            .get(&stream)
+            .is_some_and(|t| now.duration_since(*t) < MANIFEST_POLL_AFTER);
         if !quiet || polled {
             return;
         }
@@ -648,7 +789,11 @@ impl Service {
         peers.retain(|p| !self.peers.is_banned(p));
         self.last_manifest_poll.insert(stream, now);
         if peers.is_empty() {
-            if self.last_provider_query.get(&stream).is_none_or(|t| now.duration_since(*t) >= MANIFEST_POLL_AFTER) {
+            if self
+                .last_provider_query
+                .get(&stream)
+                .is_none_or(|t| now.duration_since(*t) >= MANIFEST_POLL_AFTER)
+            {
                 self.find_providers(stream, now);
             }
             return;
@@ -661,14 +806,23 @@ impl Service {
     }
 
     fn origin_fallback(&mut self, stream: StreamId, now: Instant) {
-        let Some(fetch) = self.watching.get_mut(&stream) else { return };
-        let Some(origin) = fetch.info.as_ref().map(|i| i.info().origin_url.clone()).filter(|o| !o.is_empty()) else {
+        let Some(fetch) = self.watching.get_mut(&stream) else {
+            return;
+        };
+        let Some(origin) = fetch
+            .info
+            .as_ref()
+            .map(|i| i.info().origin_url.clone())
+            .filter(|o| !o.is_empty())
+        else {
             return;
         };
         let peers = &self.peers;
         let due = fetch.origin_due(now, self.config.origin_fallback_after, |p| !peers.is_banned(p));
         for seq in due {
-            let Some(entry) = fetch.pending_entry(seq).map(|e| e.entry().clone()) else { continue };
+            let Some(entry) = fetch.pending_entry(seq).map(|e| e.entry().clone()) else {
+                continue;
+            };
             let url = format!("{origin}/{seq}.ts");
             let (http, tx) = (self.http.clone(), self.origin_tx.clone());
             tracing::debug!(%stream, seq, %url, "fetching segment from the origin");
@@ -681,7 +835,9 @@ impl Service {
 
     fn on_origin_result(&mut self, result: OriginResult) {
         let now = Instant::now();
-        let Some(fetch) = self.watching.get_mut(&result.stream) else { return };
+        let Some(fetch) = self.watching.get_mut(&result.stream) else {
+            return;
+        };
         let blocks = match result.blocks {
             Ok(blocks) => Some(blocks),
             Err(error) => {
@@ -694,7 +850,13 @@ impl Service {
         };
         if let Some((done, contributed)) = fetch.on_origin(result.seq, blocks, now) {
             self.shared.metrics.add_bytes(Flow::FromOrigin, contributed);
-            if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&result.stream) {
+            if let Some(s) = self
+                .shared
+                .store
+                .write()
+                .expect("store lock")
+                .stream_mut(&result.stream)
+            {
                 s.counters.from_origin += contributed;
             }
             self.complete(result.stream, done, now);
@@ -708,14 +870,26 @@ async fn fetch_from_origin(
     url: &str,
     entry: &ManifestEntry,
 ) -> Result<Vec<(Cid, Bytes)>, String> {
-    let response = http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(|e| e.to_string())?;
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?;
     if response.content_length().is_some_and(|len| len != entry.size) {
-        return Err(format!("mismatch: origin has {:?} bytes, manifest says {}", response.content_length(), entry.size));
+        return Err(format!(
+            "mismatch: origin has {:?} bytes, manifest says {}",
+            response.content_length(),
+            entry.size
+        ));
     }
     let data = response.bytes().await.map_err(|e| e.to_string())?;
     let blocks = segment::split(data).map_err(|e| format!("mismatch: {e}"))?;
     if blocks.root != entry.root {
-        return Err(format!("mismatch: origin segment has root {}, manifest says {}", blocks.root, entry.root));
+        return Err(format!(
+            "mismatch: origin segment has root {}, manifest says {}",
+            blocks.root, entry.root
+        ));
     }
     Ok(blocks.blocks)
 }
@@ -728,5 +902,7 @@ fn failure_kind(error: &WireError) -> Failure {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -57,7 +57,13 @@ pub(crate) fn status(shared: &Shared) -> Status {
     streams.sort_by(|a, b| a.id.cmp(&b.id));
     Status {
         peer_id: shared.peer_id.to_string(),
-        listen_addrs: shared.listen_addrs.read().expect("listen lock").iter().map(ToString::to_string).collect(),
+        listen_addrs: shared
+            .listen_addrs
+            .read()
+            .expect("listen lock")
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         peers: shared.metrics.peers.get().max(0) as usize,
         streams,
     }

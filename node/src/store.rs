@@ -70,7 +70,12 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn new(window: Duration, max_stream_bytes: u64) -> Self {
-        Self { streams: HashMap::new(), blocks: HashMap::new(), window, max_stream_bytes }
+        Self {
+            streams: HashMap::new(),
+            blocks: HashMap::new(),
+            window,
+            max_stream_bytes,
+        }
     }
 
     /// Starts keeping a stream.
@@ -111,7 +116,9 @@ impl Store {
     pub(crate) fn insert(&mut self, entry: SignedManifestEntry, data: Bytes, now: Instant) {
         let e = entry.entry();
         let (stream_id, seq) = (e.stream, e.seq);
-        let Some(stream) = self.streams.get_mut(&stream_id) else { return };
+        let Some(stream) = self.streams.get_mut(&stream_id) else {
+            return;
+        };
         if stream.segments.contains_key(&seq) {
             return;
         }
@@ -131,11 +138,15 @@ impl Store {
     }
 
     fn evict(&mut self, stream_id: &StreamId) {
-        let Some(stream) = self.streams.get_mut(stream_id) else { return };
+        let Some(stream) = self.streams.get_mut(stream_id) else {
+            return;
+        };
         while stream.segments.len() > 1
             && (stream.held_duration() > self.window || stream.held_bytes > self.max_stream_bytes)
         {
-            let Some((_, old)) = stream.segments.pop_first() else { break };
+            let Some((_, old)) = stream.segments.pop_first() else {
+                break;
+            };
             stream.held_bytes -= old.data.len() as u64;
             for cid in &old.entry.entry().blocks {
                 if let Some(slot) = self.blocks.get_mut(cid) {
@@ -171,7 +182,10 @@ mod tests {
         store.add_stream(info.id(), Role::Broadcaster, Some(info.clone()));
         let now = Instant::now();
         for seq in 0..1000u64 {
-            let data: Bytes = (0..300_000u32).map(|i| (i as u64 * 31 + seq) as u8).collect::<Vec<_>>().into();
+            let data: Bytes = (0..300_000u32)
+                .map(|i| (i as u64 * 31 + seq) as u8)
+                .collect::<Vec<_>>()
+                .into();
             let blocks = split(data.clone()).unwrap();
             let entry = ManifestEntry::new(info.id(), seq, Duration::from_secs(2), &blocks, 0);
             store.insert(SignedManifestEntry::sign(&key, entry).unwrap(), data, now);

@@ -12,7 +12,12 @@ const LIVE_SECONDS: u32 = 24;
 fn start_node(dir: &std::path::Path, name: &str, args: &[&str]) -> (Proc, String) {
     let mut cmd = streamrp2p();
     cmd.arg("--data-dir").arg(dir.join(name));
-    cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    cmd.args([
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+    ]);
     cmd.args(["--http", "127.0.0.1:0"]).args(args);
     let mut proc = Proc::spawn(cmd);
     let gateway = proc.wait_line("gateway: ", Duration::from_secs(30));
@@ -32,13 +37,19 @@ fn broadcaster_and_two_viewers_over_libp2p() {
     let playlist = hls.join("live.m3u8");
 
     // The broadcaster starts first and waits for ffmpeg's playlist to appear.
-    let (mut broadcaster, b_gateway) =
-        start_node(dir.path(), "b", &["broadcast", "--name", "e2e", "--hls", playlist.to_str().unwrap()]);
+    let (mut broadcaster, b_gateway) = start_node(
+        dir.path(),
+        "b",
+        &["broadcast", "--name", "e2e", "--hls", playlist.to_str().unwrap()],
+    );
     let stream = broadcaster.wait_line("stream: ", Duration::from_secs(10));
     let _ffmpeg = ffmpeg_live(&hls, LIVE_SECONDS);
     let status = get_json(&format!("{b_gateway}/api/status"));
     let bootstrap = status["listen_addrs"][0].as_str().unwrap().to_owned();
-    assert!(bootstrap.contains("/p2p/"), "listen addresses end in /p2p/<peer id>: {bootstrap}");
+    assert!(
+        bootstrap.contains("/p2p/"),
+        "listen addresses end in /p2p/<peer id>: {bootstrap}"
+    );
 
     let (_viewer1, v1_gateway) = start_node(dir.path(), "v1", &["--bootstrap", &bootstrap, "watch", &stream]);
     // The second viewer joins later, when the first holds segments it can serve.
@@ -60,7 +71,11 @@ fn broadcaster_and_two_viewers_over_libp2p() {
             let seq = entry["seq"].as_u64().unwrap() as usize;
             let served = get_bytes(&format!("{gateway}/streams/{stream}/{seq}.ts")).unwrap();
             let original = std::fs::read(&source[seq]).unwrap();
-            assert!(served == original, "{gateway}: segment {seq} differs from ffmpeg's {}", source[seq].display());
+            assert!(
+                served == original,
+                "{gateway}: segment {seq} differs from ffmpeg's {}",
+                source[seq].display()
+            );
             bytes += served.len() as u64;
         }
         // Every segment after the join point up to the end of the stream.
@@ -69,7 +84,10 @@ fn broadcaster_and_two_viewers_over_libp2p() {
         held_bytes.push(bytes);
         let probe = ffprobe_ok(&format!("{gateway}/streams/{stream}/index.m3u8"));
         let streams = probe.unwrap_or_else(|e| panic!("ffprobe cannot read {gateway}'s playlist: {e}"));
-        assert!(streams.contains("video") && streams.contains("audio"), "ffprobe found {streams:?}");
+        assert!(
+            streams.contains("video") && streams.contains("audio"),
+            "ffprobe found {streams:?}"
+        );
     }
 
     let b = stream_status(&b_gateway);
@@ -89,7 +107,10 @@ fn broadcaster_and_two_viewers_over_libp2p() {
         "bytes downloaded from peers and uploaded to peers disagree: {b} {v1} {v2}"
     );
     for (v, held) in [(&v1, held_bytes[0]), (&v2, held_bytes[1])] {
-        assert!(n(v, "bytes_from_peers") + n(v, "bytes_from_origin") >= held, "{v} holds {held} bytes");
+        assert!(
+            n(v, "bytes_from_peers") + n(v, "bytes_from_origin") >= held,
+            "{v} holds {held} bytes"
+        );
     }
     drop(broadcaster);
 }

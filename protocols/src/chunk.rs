@@ -11,12 +11,12 @@ use bytes::Bytes;
 use cid::Cid;
 use prost::Message;
 
+use crate::WireError;
 use crate::error::{check_count, check_size};
 use crate::manifest::SignedManifestEntry;
 use crate::proto::{self, chunk_request, chunk_response};
 use crate::segment::BLOCK_SIZE;
 use crate::stream::{SignedStreamInfo, StreamId};
-use crate::WireError;
 
 /// The protocol's name, versioned.
 pub const PROTOCOL_NAME: &str = "/streamrp2p/chunk/1.0.0";
@@ -47,6 +47,8 @@ pub enum ChunkRequest {
 
 /// A chunk protocol response.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Messages live one at a time between decode and handling; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ChunkResponse {
     /// The block's bytes, unverified until the caller checks them against the CID it asked for.
     Block(Bytes),
@@ -71,7 +73,9 @@ impl ChunkRequest {
     /// Encodes the request.
     pub fn encode(&self) -> Vec<u8> {
         let kind = match self {
-            Self::Block(cid) => chunk_request::Kind::Block(proto::BlockRequest { cid: cid.to_bytes().into() }),
+            Self::Block(cid) => chunk_request::Kind::Block(proto::BlockRequest {
+                cid: cid.to_bytes().into(),
+            }),
             Self::Manifest { stream, since_seq } => chunk_request::Kind::Manifest(proto::ManifestRequest {
                 stream_id: stream.as_bytes().to_vec().into(),
                 since_seq: *since_seq,
@@ -127,7 +131,11 @@ impl ChunkResponse {
                     .into_iter()
                     .map(|e| SignedManifestEntry::verify(e, info.info()))
                     .collect::<Result<_, _>>()?;
-                Ok(Self::Manifest(ManifestResponse { info, entries, have: m.have }))
+                Ok(Self::Manifest(ManifestResponse {
+                    info,
+                    entries,
+                    have: m.have,
+                }))
             }
             None => Err(WireError::MissingField("kind")),
         }
@@ -149,7 +157,10 @@ mod tests {
         let cid = crate::segment::block_cid(b"x");
         for req in [
             ChunkRequest::Block(cid),
-            ChunkRequest::Manifest { stream: StreamId::from_slice(&[9; 32]).unwrap(), since_seq: 42 },
+            ChunkRequest::Manifest {
+                stream: StreamId::from_slice(&[9; 32]).unwrap(),
+                since_seq: 42,
+            },
         ] {
             assert_eq!(ChunkRequest::decode(&req.encode()).unwrap(), req);
         }
@@ -162,19 +173,30 @@ mod tests {
         let seg = split(vec![3u8; 10].into()).unwrap();
         let entry = ManifestEntry::new(info.id(), 5, Duration::from_secs(2), &seg, 0);
         let signed = SignedManifestEntry::sign(&key, entry).unwrap();
-        let resp = ChunkResponse::Manifest(ManifestResponse { info: info.clone(), entries: vec![signed], have: vec![5] });
+        let resp = ChunkResponse::Manifest(ManifestResponse {
+            info: info.clone(),
+            entries: vec![signed],
+            have: vec![5],
+        });
         assert_eq!(ChunkResponse::decode(&resp.encode()).unwrap(), resp);
 
         let other = Keypair::generate_ed25519();
         let seg_entry = ManifestEntry::new(info.id(), 6, Duration::from_secs(2), &seg, 0);
         let forged = SignedManifestEntry::sign(&other, seg_entry).unwrap();
-        let bad = ChunkResponse::Manifest(ManifestResponse { info, entries: vec![forged], have: vec![] });
+        let bad = ChunkResponse::Manifest(ManifestResponse {
+            info,
+            entries: vec![forged],
+            have: vec![],
+        });
         assert!(ChunkResponse::decode(&bad.encode()).is_err());
     }
 
     #[test]
     fn oversized_messages_are_refused() {
-        assert!(matches!(ChunkRequest::decode(&[0; MAX_REQUEST_SIZE + 1]), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            ChunkRequest::decode(&[0; MAX_REQUEST_SIZE + 1]),
+            Err(WireError::TooLarge { .. })
+        ));
         let big = ChunkResponse::Block(vec![0; BLOCK_SIZE + 1].into()).encode();
         assert!(matches!(ChunkResponse::decode(&big), Err(WireError::TooLarge { .. })));
     }

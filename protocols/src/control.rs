@@ -6,11 +6,11 @@
 
 use prost::Message;
 
+use crate::WireError;
 use crate::error::{check_count, check_size};
 use crate::manifest::SignedManifestEntry;
 use crate::proto::{self, control_message};
 use crate::stream::{SignedStreamInfo, StreamId};
-use crate::WireError;
 
 /// Largest control message: gossipsub's default transmit limit.
 pub const MAX_CONTROL_SIZE: usize = 64 * 1024;
@@ -19,6 +19,8 @@ pub const MAX_HAVE_SEQS: usize = 256;
 
 /// A control message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Messages live one at a time between decode and handling; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ControlMessage {
     /// A new segment, from the broadcaster.
     Announce {
@@ -63,7 +65,10 @@ impl ControlMessage {
             }
             Some(control_message::Kind::Have(h)) => {
                 check_count("seqs", h.seqs.len(), MAX_HAVE_SEQS)?;
-                Ok(Self::Have { stream: StreamId::from_slice(&h.stream_id)?, seqs: h.seqs })
+                Ok(Self::Have {
+                    stream: StreamId::from_slice(&h.stream_id)?,
+                    seqs: h.seqs,
+                })
             }
             None => Err(WireError::MissingField("kind")),
         }

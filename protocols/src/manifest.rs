@@ -12,11 +12,11 @@ use cid::Cid;
 use libp2p_identity::{Keypair, SigningError};
 use prost::Message;
 
+use crate::WireError;
 use crate::error::check_count;
 use crate::proto;
 use crate::segment::{BLOCK_SIZE, MAX_BLOCKS, MAX_SEGMENT_SIZE, SegmentBlocks};
 use crate::stream::{StreamId, StreamInfo, domain_message};
-use crate::WireError;
 
 const MANIFEST_DOMAIN: &[u8] = b"streamrp2p/manifest-entry/v1";
 /// Longest segment duration accepted.
@@ -82,7 +82,11 @@ impl ManifestEntry {
             seq: raw.seq,
             duration: Duration::from_millis(raw.duration_ms.into()),
             root: Cid::try_from(&raw.root_cid[..])?,
-            blocks: raw.block_cids.iter().map(|c| Cid::try_from(&c[..])).collect::<Result<_, _>>()?,
+            blocks: raw
+                .block_cids
+                .iter()
+                .map(|c| Cid::try_from(&c[..]))
+                .collect::<Result<_, _>>()?,
             size: raw.size,
             timestamp_ms: raw.timestamp_ms,
             discontinuity: raw.discontinuity,
@@ -96,7 +100,10 @@ impl ManifestEntry {
     fn check_consistent(&self) -> Result<(), ManifestError> {
         let expected_blocks = (self.size as usize).div_ceil(BLOCK_SIZE);
         if self.size == 0 || self.size > MAX_SEGMENT_SIZE as u64 || self.blocks.len() != expected_blocks {
-            return Err(ManifestError::Inconsistent { size: self.size, blocks: self.blocks.len() });
+            return Err(ManifestError::Inconsistent {
+                size: self.size,
+                blocks: self.blocks.len(),
+            });
         }
         if self.duration.is_zero() || self.duration > MAX_SEGMENT_DURATION {
             return Err(ManifestError::Duration(self.duration));
@@ -174,9 +181,16 @@ impl SignedManifestEntry {
         let entry = ManifestEntry::from_proto(proto::ManifestEntry::decode(wire.entry.clone())?)?;
         let expected = info.id();
         if entry.stream != expected {
-            return Err(ManifestError::WrongStream { expected, got: entry.stream }.into());
+            return Err(ManifestError::WrongStream {
+                expected,
+                got: entry.stream,
+            }
+            .into());
         }
-        if !info.broadcaster.verify(&domain_message(MANIFEST_DOMAIN, &wire.entry), &wire.signature) {
+        if !info
+            .broadcaster
+            .verify(&domain_message(MANIFEST_DOMAIN, &wire.entry), &wire.signature)
+        {
             return Err(ManifestError::Signature.into());
         }
         Ok(Self { entry, wire })
@@ -211,7 +225,11 @@ pub struct SequenceWindow {
 impl SequenceWindow {
     /// A window reaching `behind` entries below and `ahead` above the newest one.
     pub fn new(behind: u64, ahead: u64) -> Self {
-        Self { newest: None, behind, ahead }
+        Self {
+            newest: None,
+            behind,
+            ahead,
+        }
     }
 
     /// Admits `seq` when it is inside the window, moving the window forward when it is the newest.
@@ -242,7 +260,10 @@ mod tests {
     fn entry_for(key: &Keypair, seq: u64) -> (StreamInfo, ManifestEntry) {
         let info = SignedStreamInfo::sign(key, "live", "").unwrap().info().clone();
         let blocks = split(vec![1u8; 300_000].into()).unwrap();
-        (info.clone(), ManifestEntry::new(info.id(), seq, Duration::from_secs(2), &blocks, 1))
+        (
+            info.clone(),
+            ManifestEntry::new(info.id(), seq, Duration::from_secs(2), &blocks, 1),
+        )
     }
 
     #[test]
@@ -250,7 +271,10 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let (info, entry) = entry_for(&key, 3);
         let signed = SignedManifestEntry::sign(&key, entry.clone()).unwrap();
-        assert_eq!(SignedManifestEntry::verify(signed.to_proto(), &info).unwrap().entry(), &entry);
+        assert_eq!(
+            SignedManifestEntry::verify(signed.to_proto(), &info).unwrap().entry(),
+            &entry
+        );
 
         let impostor = Keypair::generate_ed25519();
         let forged = SignedManifestEntry::sign(&impostor, entry).unwrap();
@@ -265,7 +289,10 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let (_, mut entry) = entry_for(&key, 0);
         entry.blocks.pop();
-        assert!(matches!(SignedManifestEntry::sign(&key, entry), Err(ManifestError::Inconsistent { .. })));
+        assert!(matches!(
+            SignedManifestEntry::sign(&key, entry),
+            Err(ManifestError::Inconsistent { .. })
+        ));
     }
 
     #[test]

@@ -131,7 +131,11 @@ impl SegmentAssembly {
     /// Starts assembling the segment `entry` describes.
     pub fn new(entry: ManifestEntry) -> Self {
         let blocks = vec![None; entry.blocks.len()];
-        Self { entry, blocks, received: 0 }
+        Self {
+            entry,
+            blocks,
+            received: 0,
+        }
     }
 
     /// The entry being assembled.
@@ -159,7 +163,12 @@ impl SegmentAssembly {
         verify_block(cid, &data)?;
         let mut new = false;
         // The same block may occur more than once in a segment (e.g. padding): fill every slot it belongs to.
-        for (slot, _) in self.blocks.iter_mut().zip(&self.entry.blocks).filter(|(_, c)| *c == cid) {
+        for (slot, _) in self
+            .blocks
+            .iter_mut()
+            .zip(&self.entry.blocks)
+            .filter(|(_, c)| *c == cid)
+        {
             if slot.is_none() {
                 *slot = Some(data.clone());
                 self.received += 1;
@@ -184,8 +193,13 @@ impl SegmentAssembly {
             return Err(SegmentError::Incomplete { missing });
         }
         let blocks: Vec<&Bytes> = self.blocks.iter().flatten().collect();
-        let leaves: Vec<(Cid, u64)> =
-            self.entry.blocks.iter().zip(&blocks).map(|(cid, b)| (*cid, b.len() as u64)).collect();
+        let leaves: Vec<(Cid, u64)> = self
+            .entry
+            .blocks
+            .iter()
+            .zip(&blocks)
+            .map(|(cid, b)| (*cid, b.len() as u64))
+            .collect();
         let size: u64 = leaves.iter().map(|(_, s)| s).sum();
         if size != self.entry.size || root_cid(&leaves) != Some(self.entry.root) {
             return Err(SegmentError::RootMismatch);
@@ -213,16 +227,25 @@ mod tests {
 
     #[test]
     fn large_segment_has_dag_pb_root_over_256k_leaves() {
-        let data: Bytes = (0..(BLOCK_SIZE * 2 + 10)).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        let data: Bytes = (0..(BLOCK_SIZE * 2 + 10))
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
         let s = split(data).unwrap();
-        assert_eq!(s.blocks.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(), [BLOCK_SIZE, BLOCK_SIZE, 10]);
+        assert_eq!(
+            s.blocks.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(),
+            [BLOCK_SIZE, BLOCK_SIZE, 10]
+        );
         assert_eq!(s.root.codec(), 0x70);
     }
 
     #[test]
     fn empty_and_oversized_segments_are_refused() {
         assert!(matches!(split(Bytes::new()), Err(SegmentError::Empty)));
-        assert!(matches!(split(vec![0; MAX_SEGMENT_SIZE + 1].into()), Err(SegmentError::TooLarge(_))));
+        assert!(matches!(
+            split(vec![0; MAX_SEGMENT_SIZE + 1].into()),
+            Err(SegmentError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -46,9 +46,7 @@ impl StreamId {
 
     /// Reads an id from its 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, crate::WireError> {
-        let id = bytes
-            .try_into()
-            .map_err(|_| crate::WireError::StreamId(bytes.len()))?;
+        let id = bytes.try_into().map_err(|_| crate::WireError::StreamId(bytes.len()))?;
         Ok(Self(id))
     }
 
@@ -237,6 +235,9 @@ mod tests {
         let mut raw = proto::StreamInfo::decode(forged.info.clone()).unwrap();
         raw.origin_url = "http://evil/".into();
         forged.info = raw.encode_to_vec().into();
-        assert!(matches!(SignedStreamInfo::from_proto(forged), Err(StreamInfoError::Signature)));
+        assert!(matches!(
+            SignedStreamInfo::from_proto(forged),
+            Err(StreamInfoError::Signature)
+        ));
     }
 }

@@ -39,7 +39,11 @@ pub(crate) fn balanced_root(leaves: &[(Cid, u64)]) -> Cid {
     }
     let mut level: Vec<Child> = leaves
         .iter()
-        .map(|&(cid, size)| Child { cid, file_size: size, tree_size: size })
+        .map(|&(cid, size)| Child {
+            cid,
+            file_size: size,
+            tree_size: size,
+        })
         .collect();
     loop {
         level = level.chunks(MAX_LINKS).map(parent_of).collect();

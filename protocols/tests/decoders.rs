@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use streamrp2p_protocols::Keypair;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, ManifestResponse};
 use streamrp2p_protocols::control::ControlMessage;
 use streamrp2p_protocols::manifest::{ManifestEntry, SignedManifestEntry};
 use streamrp2p_protocols::segment::split;
 use streamrp2p_protocols::stream::SignedStreamInfo;
-use streamrp2p_protocols::Keypair;
 
 fn decode_all(bytes: &[u8]) {
     let _ = ChunkRequest::decode(bytes);
@@ -29,13 +29,29 @@ fn valid_messages() -> Vec<Vec<u8>> {
     .unwrap();
     vec![
         ChunkRequest::Block(seg.blocks[0].0).encode(),
-        ChunkRequest::Manifest { stream: info.id(), since_seq: 3 }.encode(),
+        ChunkRequest::Manifest {
+            stream: info.id(),
+            since_seq: 3,
+        }
+        .encode(),
         ChunkResponse::Block(seg.blocks[2].1.clone()).encode(),
         ChunkResponse::DontHave.encode(),
-        ChunkResponse::Manifest(ManifestResponse { info: info.clone(), entries: vec![entry.clone()], have: vec![7] })
-            .encode(),
-        ControlMessage::Announce { info: info.clone(), entry }.encode(),
-        ControlMessage::Have { stream: info.id(), seqs: vec![1, 2, 3] }.encode(),
+        ChunkResponse::Manifest(ManifestResponse {
+            info: info.clone(),
+            entries: vec![entry.clone()],
+            have: vec![7],
+        })
+        .encode(),
+        ControlMessage::Announce {
+            info: info.clone(),
+            entry,
+        }
+        .encode(),
+        ControlMessage::Have {
+            stream: info.id(),
+            seqs: vec![1, 2, 3],
+        }
+        .encode(),
     ]
 }
 

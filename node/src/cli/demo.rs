@@ -13,10 +13,15 @@ pub(super) async fn run(config: NodeConfig, viewers: usize) -> Result<()> {
         data_dir: None,
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
         bootstrap,
-        http: Some(SocketAddr::new(http.ip(), if http.port() == 0 { 0 } else { http.port() + port_offset })),
+        http: Some(SocketAddr::new(
+            http.ip(),
+            if http.port() == 0 { 0 } else { http.port() + port_offset },
+        )),
         ..config.clone()
     };
-    let broadcaster = Node::start(node_config(0, Vec::new())).await.context("cannot start the demo broadcaster")?;
+    let broadcaster = Node::start(node_config(0, Vec::new()))
+        .await
+        .context("cannot start the demo broadcaster")?;
     let stream = broadcaster.broadcast("demo", None).await?;
     tokio::spawn(sample::loop_sample(broadcaster.clone(), stream));
 

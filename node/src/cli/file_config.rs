@@ -36,7 +36,10 @@ pub(super) struct FileConfig {
 fn addrs(field: &str, values: &[String]) -> Result<Vec<Multiaddr>> {
     values
         .iter()
-        .map(|v| v.parse().with_context(|| format!("`{field}` in the config file: {v:?} is not a multiaddr")))
+        .map(|v| {
+            v.parse()
+                .with_context(|| format!("`{field}` in the config file: {v:?} is not a multiaddr"))
+        })
         .collect()
 }
 
@@ -50,7 +53,8 @@ fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duratio
 
 impl FileConfig {
     pub(super) fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -66,9 +70,10 @@ impl FileConfig {
                 default
             }
         };
-        let data_dir = cli.data_dir.clone().or(self.data_dir).or_else(|| {
-            directories::ProjectDirs::from("", "", "streamrp2p").map(|dirs| dirs.data_dir().to_path_buf())
-        });
+        let data_dir =
+            cli.data_dir.clone().or(self.data_dir).or_else(|| {
+                directories::ProjectDirs::from("", "", "streamrp2p").map(|dirs| dirs.data_dir().to_path_buf())
+            });
         Ok(NodeConfig {
             data_dir,
             listen: pick(&cli.listen, addrs("listen", &self.listen)?, d.listen),
@@ -79,8 +84,16 @@ impl FileConfig {
             live_window: seconds("live_window_s", self.live_window_s, d.live_window)?,
             max_stream_bytes: self.max_stream_mb.map_or(d.max_stream_bytes, |mb| mb * 1024 * 1024),
             join_backlog: self.join_backlog.unwrap_or(d.join_backlog).max(1),
-            origin_fallback_after: seconds("origin_fallback_after_s", self.origin_fallback_after_s, d.origin_fallback_after)?,
-            broadcaster_holdoff: seconds("broadcaster_holdoff_s", self.broadcaster_holdoff_s, d.broadcaster_holdoff)?,
+            origin_fallback_after: seconds(
+                "origin_fallback_after_s",
+                self.origin_fallback_after_s,
+                d.origin_fallback_after,
+            )?,
+            broadcaster_holdoff: seconds(
+                "broadcaster_holdoff_s",
+                self.broadcaster_holdoff_s,
+                d.broadcaster_holdoff,
+            )?,
             request_timeout: seconds("request_timeout_s", self.request_timeout_s, d.request_timeout)?,
             max_requests_per_peer: self.max_requests_per_peer.unwrap_or(d.max_requests_per_peer).max(1),
             ban_duration: seconds("ban_s", self.ban_s, d.ban_duration)?,

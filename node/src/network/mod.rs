@@ -20,7 +20,7 @@ pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, wire_error};
 use crate::config::NodeConfig;
 
 /// Kademlia protocol name: a DHT of StreamrP2P nodes only, apart from IPFS's.
-pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.0.0");
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.0.0");
 /// identify's protocol version string.
 pub(crate) const PROTOCOL_VERSION: &str = "/streamrp2p/1.0.0";
 /// Most connections a node keeps, in and out: enough for a stream's mesh and the DHT, few enough for a home uplink.
@@ -66,7 +66,11 @@ pub enum BuildError {
 pub(crate) fn build_swarm(keypair: Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour>, BuildError> {
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_quic()
         .with_dns()?
         .with_behaviour(|key| behaviour(key, config).map_err(Into::into))

@@ -25,7 +25,11 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
-        Self { child, lines, seen: Vec::new() }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a stdout line starting with `prefix` and returns the rest of it.
@@ -43,7 +47,10 @@ impl Proc {
                         return rest.trim().to_owned();
                     }
                 }
-                Err(_) => panic!("no line starting with {prefix:?} within {timeout:?}; saw {:?}", self.seen),
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} within {timeout:?}; saw {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -67,15 +74,34 @@ pub fn streamrp2p() -> Command {
 /// `dir/live.m3u8`, keeping every segment as `dir/seg_NNN.ts`.
 pub fn ffmpeg_live(dir: &Path, seconds: u32) -> Proc {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1500k", "-g", "50", "-sc_threshold", "0"])
-        .args(["-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_list_size", "0"])
-        .arg("-hls_segment_filename")
-        .arg(dir.join("seg_%03d.ts"))
-        .arg(dir.join("live.m3u8"))
-        .stdin(Stdio::null());
+    cmd.args([
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25",
+    ])
+    .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+    .args(["-t", &seconds.to_string()])
+    .args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-b:v",
+        "1500k",
+        "-g",
+        "50",
+        "-sc_threshold",
+        "0",
+    ])
+    .args(["-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_list_size", "0"])
+    .arg("-hls_segment_filename")
+    .arg(dir.join("seg_%03d.ts"))
+    .arg(dir.join("live.m3u8"))
+    .stdin(Stdio::null());
     Proc::spawn(cmd)
 }
 
@@ -93,7 +119,15 @@ pub fn ffmpeg_segments(dir: &Path) -> Vec<PathBuf> {
 /// Whether ffprobe reads `url` (an HLS playlist) without error.
 pub fn ffprobe_ok(url: &str) -> Result<String, String> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", url])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
         .output()
         .expect("ffprobe must be installed: run scripts/test");
     if out.status.success() && out.stderr.is_empty() {
@@ -111,7 +145,10 @@ pub fn get_json(url: &str) -> serde_json::Value {
 
 /// GET `url`.
 pub fn get_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
