@@ -15,12 +15,12 @@ pub const IDENTITY_FILE: &str = "identity.key";
 #[non_exhaustive]
 pub enum IdentityError {
     /// Reading or writing the key file failed.
-    #[error("cannot access identity key {path}: {source}")]
+    #[error("cannot access identity key {path}: {reason}")]
     Io {
         /// The key file.
         path: PathBuf,
         /// What failed.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The key file holds no valid key.
     #[error("identity key {0} is corrupt; move it away to create a new identity")]
@@ -30,9 +30,9 @@ pub enum IdentityError {
 /// Loads the key in `data_dir`, creating the dir and a new key (mode 0600) when there is none.
 pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     let path = data_dir.join(IDENTITY_FILE);
-    let io_err = |source| IdentityError::Io {
+    let io_err = |reason| IdentityError::Io {
         path: path.clone(),
-        source,
+        reason,
     };
     match fs::read(&path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|_| IdentityError::Corrupt(path.clone())),

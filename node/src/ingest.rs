@@ -119,6 +119,7 @@ pub async fn follow_hls(node: NodeHandle, stream: StreamId, source: HlsSource) -
     let mut restarted = false;
     let mut published = 0;
     let mut seen = false;
+    let mut waiting_logged = false;
     loop {
         let playlist = match source.playlist(&http).await {
             Ok(p) => p,
@@ -130,7 +131,10 @@ pub async fn follow_hls(node: NodeHandle, stream: StreamId, source: HlsSource) -
                         reason,
                     });
                 }
-                tracing::debug!(%source, %reason, "playlist not readable yet");
+                if !waiting_logged {
+                    tracing::info!(%source, %reason, "waiting for the HLS playlist to become readable");
+                    waiting_logged = true;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }

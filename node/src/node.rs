@@ -60,12 +60,12 @@ pub enum NodeError {
     #[error("the node did not start listening within {0:?}")]
     NotListening(Duration),
     /// The HTTP gateway could not bind its address.
-    #[error("cannot serve HTTP on {addr}: {source} (is another node using it? pick another with --http)")]
+    #[error("cannot serve HTTP on {addr}: {reason} (is another node using it? pick another with --http)")]
     Http {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A bootstrap address lacks the peer id.
     #[error("bootstrap address {0} must end in /p2p/<peer id>")]
@@ -156,7 +156,7 @@ impl Node {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
                     .await
-                    .map_err(|source| NodeError::Http { addr, source })?,
+                    .map_err(|reason| NodeError::Http { addr, reason })?,
             ),
             None => None,
         };

@@ -21,17 +21,17 @@ pub const SEGMENT_DURATION: Duration = Duration::from_secs(2);
 /// MPEG-TS packet size.
 const TS_PACKET: usize = 188;
 
-/// Sample segment `i % 3`, made unique to pass `i / 3`: an MPEG-TS null packet (PID 0x1FFF, which every demuxer
-/// discards) carrying the pass number is appended. Without it every pass would repeat the same blocks, and viewers,
-/// which already hold blocks by CID, would fetch nothing after the first pass.
+/// Sample segment `i % 3`, made unique to pass `i / 3`: it starts with an MPEG-TS null packet (PID 0x1FFF, which
+/// every demuxer discards) carrying the pass number. That shifts every block's bytes, so no block repeats from one
+/// pass to the next; otherwise viewers, which hold blocks by CID, would fetch almost nothing after the first pass.
 pub fn segment(i: u64) -> Bytes {
     let base = SEGMENTS[(i % SEGMENTS.len() as u64) as usize];
-    let mut data = Vec::with_capacity(base.len() + TS_PACKET);
-    data.extend_from_slice(base);
+    let mut data = Vec::with_capacity(TS_PACKET + base.len());
     // Sync byte, PID 0x1FFF, payload only; then the pass number and stuffing.
     data.extend_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
     data.extend_from_slice(&(i / SEGMENTS.len() as u64).to_be_bytes());
-    data.resize(base.len() + TS_PACKET, 0xFF);
+    data.resize(TS_PACKET, 0xFF);
+    data.extend_from_slice(base);
     data.into()
 }
 
@@ -49,12 +49,18 @@ pub async fn loop_sample(node: NodeHandle, stream: StreamId) -> Result<(), NodeE
 
 #[cfg(test)]
 mod tests {
+    use streamrp2p_protocols::segment::BLOCK_SIZE;
+
     use super::*;
 
     #[test]
     fn passes_differ_and_stay_whole_ts_packets() {
-        assert_ne!(segment(0), segment(3));
-        assert_eq!(segment(0)[..SEGMENTS[0].len()], *SEGMENTS[0]);
+        assert_ne!(
+            segment(0)[..BLOCK_SIZE],
+            segment(3)[..BLOCK_SIZE],
+            "no block repeats across passes"
+        );
+        assert_eq!(segment(0)[TS_PACKET..], *SEGMENTS[0]);
         for i in 0..6 {
             assert_eq!(segment(i).len() % TS_PACKET, 0);
         }
