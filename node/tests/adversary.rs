@@ -1,5 +1,5 @@
 //! A peer that lies: it serves blocks whose bytes do not match their CIDs, or manifest entries signed by the wrong
-//! key. The viewer rejects what it sent, bans it, still gets every segment right from the broadcaster, and keeps
+//! key, in a manifest response or announced on the stream's gossipsub topic. The viewer rejects what it sent, bans it, still gets every segment right from the broadcaster, and keeps
 //! running. The adversary is a real libp2p node speaking the real chunk protocol over loopback TCP.
 
 use std::sync::Arc;
@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{SwarmBuilder, identify, kad, noise, request_response, tcp, yamux};
+use libp2p::{SwarmBuilder, gossipsub, identify, kad, noise, request_response, tcp, yamux};
 use streamrp2p_node::{CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, StreamId, sample};
 use streamrp2p_protocols::Keypair;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, ManifestResponse};
+use streamrp2p_protocols::control::ControlMessage;
 use streamrp2p_protocols::manifest::SignedManifestEntry;
 
 #[derive(Clone, Copy)]
@@ -20,10 +21,13 @@ enum Lie {
     BadBlocks,
     /// Answers manifest requests with entries re-signed by its own key.
     ForgedManifest,
+    /// Answers manifest requests honestly, then announces on gossipsub an entry re-signed by its own key.
+    ForgedAnnounce,
 }
 
 #[derive(NetworkBehaviour)]
 struct AdversaryBehaviour {
+    gossipsub: gossipsub::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     chunk: request_response::Behaviour<ChunkCodec>,
@@ -33,6 +37,7 @@ struct AdversaryBehaviour {
 struct Counts {
     manifests_answered: AtomicUsize,
     bad_blocks_served: AtomicUsize,
+    announces_forged: AtomicUsize,
 }
 
 /// Starts the adversary: it copies the stream's manifest from the broadcaster, announces itself as a provider
@@ -49,7 +54,13 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
             let mut kad =
                 kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), kad::Config::new(KAD_PROTOCOL));
             kad.set_mode(Some(kad::Mode::Server));
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::ConfigBuilder::default().build().unwrap(),
+            )
+            .unwrap();
             AdversaryBehaviour {
+                gossipsub,
                 kad,
                 identify: identify::Behaviour::new(identify::Config::new("/streamrp2p/1.0.0".into(), key.public())),
                 chunk: request_response::Behaviour::with_codec(
@@ -89,6 +100,16 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
         }
     };
     manifest.have = (0..100).collect();
+    let topic = gossipsub::IdentTopic::new(stream.topic());
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    // An entry for the next segment, as the broadcaster would announce it, but signed by the impostor.
+    let mut next = manifest.entries[0].entry().clone();
+    next.seq = 1;
+    let forged_announce = ControlMessage::Announce {
+        info: manifest.info.clone(),
+        entry: SignedManifestEntry::sign(&impostor, next).unwrap(),
+    }
+    .encode();
     if let Lie::ForgedManifest = lie {
         manifest.entries = manifest
             .entries
@@ -102,16 +123,32 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
         .start_providing(kad::RecordKey::new(stream.as_bytes()))
         .unwrap();
 
+    let broadcaster_id = broadcaster.peer_id();
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
     tokio::spawn(async move {
         loop {
-            let SwarmEvent::Behaviour(AdversaryBehaviourEvent::Chunk(request_response::Event::Message {
-                message: request_response::Message::Request { request, channel, .. },
-                ..
-            })) = swarm.select_next_some().await
-            else {
-                continue;
+            let (request, channel) = match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(AdversaryBehaviourEvent::Chunk(request_response::Event::Message {
+                    message: request_response::Message::Request { request, channel, .. },
+                    ..
+                })) => (request, channel),
+                // Lie to the viewer only: the broadcaster would ban the adversary before the viewer ever found it.
+                SwarmEvent::Behaviour(AdversaryBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                    peer_id,
+                    ..
+                })) if matches!(lie, Lie::ForgedAnnounce) && peer_id != broadcaster_id => {
+                    if swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(topic.clone(), forged_announce.clone())
+                        .is_ok()
+                    {
+                        c.announces_forged.fetch_add(1, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             let response = match request {
                 ChunkRequest::Manifest { .. } => {
@@ -147,6 +184,10 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() 
 }
 
 async fn viewer_survives(lie: Lie, failure_metric: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("streamrp2p_node=debug")
+        .with_test_writer()
+        .try_init();
     let broadcaster = Node::start(NodeConfig {
         http: None,
         ..NodeConfig::loopback()
@@ -169,10 +210,14 @@ async fn viewer_survives(lie: Lie, failure_metric: &str) {
     .await
     .unwrap();
     viewer.watch(stream).await.unwrap();
+    // Segments 1 to 3 are published only once the adversary has lied to the viewer.
     wait_until(
-        "the adversary has answered the viewer",
+        "the adversary has lied to the viewer",
         Duration::from_secs(30),
-        async || counts.manifests_answered.load(Ordering::SeqCst) > 0,
+        async || match lie {
+            Lie::BadBlocks | Lie::ForgedManifest => counts.manifests_answered.load(Ordering::SeqCst) > 0,
+            Lie::ForgedAnnounce => counts.announces_forged.load(Ordering::SeqCst) > 0,
+        },
     )
     .await;
 
@@ -221,6 +266,15 @@ async fn block_not_matching_its_cid_gets_the_sender_banned() {
 async fn manifest_signed_by_the_wrong_key_gets_the_sender_banned() {
     viewer_survives(
         Lie::ForgedManifest,
+        "streamrp2p_verification_failures_total{kind=\"Message\"}",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcement_signed_by_the_wrong_key_gets_the_sender_banned() {
+    viewer_survives(
+        Lie::ForgedAnnounce,
         "streamrp2p_verification_failures_total{kind=\"Message\"}",
     )
     .await;
