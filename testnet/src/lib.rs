@@ -1,0 +1,16 @@
+//! The StreamrP2P simulator's parts: the scenario format, a deterministic flow-level network model, and the
+//! statistics its reports are made of.
+//!
+//! A 10,000-viewer stream cannot run as 10,000 processes on a small machine, but its protocol decisions can run
+//! 10,000 times in a discrete-event simulation, when the protocol code is written without IO (see the design notes).
+//! This crate holds what such a simulation runs on:
+//!
+//! - [`scenario`]: the TOML scenario (`testnet/scenarios/*.toml`), validated.
+//! - [`network`]: transfers between nodes whose upload and download capacities are shared by their concurrent
+//!   transfers; completion times in virtual seconds, recomputed as transfers start and end.
+//! - [`stats`]: percentiles and Jain's fairness index.
+#![deny(missing_docs)]
+
+pub mod network;
+pub mod scenario;
+pub mod stats;

@@ -1,0 +1,263 @@
+//! Scenarios: what a simulation runs, read from TOML (`testnet/scenarios/*.toml`).
+//!
+//! ```toml
+//! name = "10k-churn"
+//! seed = 7
+//! protocol = "tree-mesh"        # or "gossipsub-flood" or "cdn-only"
+//! viewers = 10000
+//! duration_s = 600
+//! join_window_s = 60            # viewers arrive uniformly over this window
+//! churn_per_min = 0.10          # share of viewers leaving per minute, each replaced by a new joiner
+//! bitrate_kbps = 2500
+//! segment_s = 2.0
+//! nat_fraction = 0.2            # viewers that accept no inbound connection
+//! latency_ms = [20, 150]        # one-way, uniform per pair
+//! origin_mbps = 1000
+//! broadcaster_upload_x = 10     # multiples of the bitrate
+//! download_x = 10
+//! [[upload]]                    # upload classes: share of viewers, multiple of the bitrate
+//! share = 0.2
+//! x = 0.5
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Which protocol a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// The hybrid tree-mesh.
+    TreeMesh,
+    /// Baseline: blocks pushed over a random mesh of degree 8, as gossipsub does.
+    GossipsubFlood,
+    /// Baseline: every viewer fetches every segment from the HTTP origin.
+    CdnOnly,
+}
+
+/// A class of viewers by upload capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadClass {
+    /// Share of the viewers in this class.
+    pub share: f64,
+    /// Upload capacity as a multiple of the stream's bitrate.
+    pub x: f64,
+}
+
+/// A simulation scenario.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name, for reports.
+    pub name: String,
+    /// Seed of every random choice: the same scenario and seed give the same report.
+    pub seed: u64,
+    /// The protocol run.
+    pub protocol: Protocol,
+    /// Viewers at a time.
+    pub viewers: u32,
+    /// Length of the stream, in seconds.
+    pub duration_s: f64,
+    /// Viewers arrive uniformly over this many seconds from the start.
+    pub join_window_s: f64,
+    /// Share of viewers leaving per minute, each replaced by a new joiner.
+    #[serde(default)]
+    pub churn_per_min: f64,
+    /// The stream's bitrate in kbit/s.
+    pub bitrate_kbps: f64,
+    /// Segment duration in seconds.
+    pub segment_s: f64,
+    /// Share of viewers behind NAT: they dial out but accept no inbound connection.
+    #[serde(default)]
+    pub nat_fraction: f64,
+    /// One-way latency range in ms, uniform per pair of nodes.
+    pub latency_ms: [f64; 2],
+    /// The HTTP origin's capacity in Mbit/s.
+    pub origin_mbps: f64,
+    /// The broadcaster's upload as a multiple of the bitrate.
+    pub broadcaster_upload_x: f64,
+    /// Every viewer's download as a multiple of the bitrate.
+    pub download_x: f64,
+    /// Upload classes; their shares add up to 1.
+    pub upload: Vec<UploadClass>,
+}
+
+/// Why a scenario is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: std::io::Error,
+    },
+    /// The TOML does not describe a scenario.
+    #[error("invalid scenario {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: toml::de::Error,
+    },
+    /// A field is out of range.
+    #[error("invalid scenario: {0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|reason| ScenarioError::Read {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        let scenario: Self = toml::from_str(&text).map_err(|reason| ScenarioError::Parse {
+            path: path.display().to_string(),
+            reason,
+        })?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let invalid = |m: String| Err(ScenarioError::Invalid(m));
+        let positive = [
+            ("duration_s", self.duration_s),
+            ("bitrate_kbps", self.bitrate_kbps),
+            ("segment_s", self.segment_s),
+            ("origin_mbps", self.origin_mbps),
+            ("download_x", self.download_x),
+        ];
+        for (field, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return invalid(format!("`{field}` must be a positive number, got {value}"));
+            }
+        }
+        for (field, value) in [
+            ("nat_fraction", self.nat_fraction),
+            ("churn_per_min", self.churn_per_min),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return invalid(format!("`{field}` must be between 0 and 1, got {value}"));
+            }
+        }
+        if self.viewers == 0 {
+            return invalid("`viewers` must be at least 1".into());
+        }
+        if !(self.join_window_s >= 0.0 && self.join_window_s <= self.duration_s) {
+            return invalid(format!(
+                "`join_window_s` must be within [0, duration_s], got {}",
+                self.join_window_s
+            ));
+        }
+        let [low, high] = self.latency_ms;
+        if !(low >= 0.0 && low <= high && high.is_finite()) {
+            return invalid(format!(
+                "`latency_ms` must be [low, high] with 0 <= low <= high, got {:?}",
+                self.latency_ms
+            ));
+        }
+        if self.broadcaster_upload_x.is_nan() || self.broadcaster_upload_x < 0.0 {
+            return invalid("`broadcaster_upload_x` must not be negative".into());
+        }
+        if self.upload.is_empty() || self.upload.iter().any(|c| !(c.share >= 0.0 && c.x >= 0.0)) {
+            return invalid("`[[upload]]` needs at least one class, each with share >= 0 and x >= 0".into());
+        }
+        let shares: f64 = self.upload.iter().map(|c| c.share).sum();
+        if (shares - 1.0).abs() > 1e-6 {
+            return invalid(format!("`[[upload]]` shares must add up to 1, got {shares}"));
+        }
+        Ok(())
+    }
+
+    /// Bytes per second of the stream.
+    pub fn bitrate_bytes(&self) -> f64 {
+        self.bitrate_kbps * 1000.0 / 8.0
+    }
+
+    /// Bytes of one segment.
+    pub fn segment_bytes(&self) -> f64 {
+        self.bitrate_bytes() * self.segment_s
+    }
+
+    /// The upload multiple of the viewer at quantile `u` (0 ≤ u < 1) of the class distribution, classes in order.
+    pub fn upload_x_at(&self, u: f64) -> f64 {
+        let mut cumulative = 0.0;
+        for class in &self.upload {
+            cumulative += class.share;
+            if u < cumulative {
+                return class.x;
+            }
+        }
+        self.upload.last().map_or(0.0, |c| c.x)
+    }
+
+    /// Upload the viewers and the broadcaster offer over what the viewers need: below 1, no protocol can serve every
+    /// viewer from peers alone, and the origin must make up the difference.
+    pub fn supply_ratio(&self) -> f64 {
+        let mean_x: f64 = self.upload.iter().map(|c| c.share * c.x).sum();
+        (f64::from(self.viewers) * mean_x + self.broadcaster_upload_x) / f64::from(self.viewers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        name = "10k-churn"
+        seed = 7
+        protocol = "tree-mesh"
+        viewers = 10000
+        duration_s = 600
+        join_window_s = 60
+        churn_per_min = 0.10
+        bitrate_kbps = 2500
+        segment_s = 2.0
+        nat_fraction = 0.2
+        latency_ms = [20, 150]
+        origin_mbps = 1000
+        broadcaster_upload_x = 10
+        download_x = 10
+        [[upload]]
+        share = 0.2
+        x = 0.5
+        [[upload]]
+        share = 0.5
+        x = 1.5
+        [[upload]]
+        share = 0.3
+        x = 6.0
+    "#;
+
+    #[test]
+    fn the_issue_example_parses_and_validates() {
+        let s: Scenario = toml::from_str(EXAMPLE).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.protocol, Protocol::TreeMesh);
+        assert_eq!(s.segment_bytes(), 625_000.0);
+        assert_eq!(s.upload_x_at(0.1), 0.5);
+        assert_eq!(s.upload_x_at(0.6), 1.5);
+        assert_eq!(s.upload_x_at(0.99), 6.0);
+        // 0.2 * 0.5 + 0.5 * 1.5 + 0.3 * 6 = 2.65 per viewer, plus the broadcaster's 10 over 10,000 viewers.
+        assert!((s.supply_ratio() - 2.651).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_scenarios_say_what_is_wrong() {
+        let bad_shares = EXAMPLE.replace("share = 0.3", "share = 0.4");
+        let s: Scenario = toml::from_str(&bad_shares).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("add up to 1"));
+        let unknown = format!("{EXAMPLE}\nviewerz = 3");
+        assert!(toml::from_str::<Scenario>(&unknown).is_err());
+        let bad_latency = EXAMPLE.replace("[20, 150]", "[150, 20]");
+        let s: Scenario = toml::from_str(&bad_latency).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("latency_ms"));
+    }
+}
