@@ -11,6 +11,7 @@
 //!   numbers a viewer accepts.
 //! - [`chunk`]: the request-response protocol `/streamrp2p/chunk/1.0.0` that moves blocks and manifests.
 //! - [`control`]: the small control messages carried on a stream's gossipsub topic (never segment bytes).
+//! - [`playback`]: the virtual player that turns segment arrival times into what a person would have seen.
 //!
 //! Every decoder here takes untrusted bytes, enforces a documented maximum size and returns a typed error instead
 //! of panicking; the property tests in `tests/` feed them arbitrary bytes.
@@ -20,6 +21,7 @@ pub mod chunk;
 pub mod control;
 mod error;
 pub mod manifest;
+pub mod playback;
 pub mod proto;
 pub mod segment;
 pub mod stream;
