@@ -81,11 +81,15 @@ proptest! {
 }
 
 #[test]
-fn valid_messages_decode() {
-    for bytes in valid_messages() {
-        let ok = ChunkRequest::decode(&bytes).is_ok()
-            || ChunkResponse::decode(&bytes).is_ok()
-            || ControlMessage::decode(&bytes).is_ok();
-        assert!(ok, "a valid message failed to decode");
+fn valid_messages_decode_to_what_was_encoded() {
+    let v = valid_messages();
+    for bytes in &v[0..2] {
+        assert_eq!(ChunkRequest::decode(bytes).unwrap().encode(), *bytes);
+    }
+    for bytes in &v[2..5] {
+        assert_eq!(ChunkResponse::decode(bytes).unwrap().encode(), *bytes);
+    }
+    for bytes in &v[5..7] {
+        assert_eq!(ControlMessage::decode(bytes).unwrap().encode(), *bytes);
     }
 }
