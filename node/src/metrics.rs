@@ -1,13 +1,15 @@
 //! Prometheus metrics of one node, passed around explicitly (never a global), served at `GET /metrics`.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Where payload bytes went or came from.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(crate) enum Flow {
     /// Uploaded to peers.
     Uploaded,
@@ -18,7 +20,7 @@ pub(crate) enum Flow {
 }
 
 /// What failed verification.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(crate) enum Failure {
     /// A block whose bytes did not match its CID.
     Block,
@@ -26,6 +28,27 @@ pub(crate) enum Failure {
     Message,
     /// A segment from the origin that did not match its manifest entry.
     Origin,
+}
+
+// Label values in Prometheus's lowercase snake case.
+impl EncodeLabelValue for Flow {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Uploaded => "uploaded",
+            Self::FromPeers => "from_peers",
+            Self::FromOrigin => "from_origin",
+        })
+    }
+}
+
+impl EncodeLabelValue for Failure {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Block => "block",
+            Self::Message => "message",
+            Self::Origin => "origin",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

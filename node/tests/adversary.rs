@@ -259,14 +259,14 @@ async fn viewer_survives(lie: Lie, failure_metric: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_not_matching_its_cid_gets_the_sender_banned() {
-    viewer_survives(Lie::BadBlocks, "streamrp2p_verification_failures_total{kind=\"Block\"}").await;
+    viewer_survives(Lie::BadBlocks, "streamrp2p_verification_failures_total{kind=\"block\"}").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_signed_by_the_wrong_key_gets_the_sender_banned() {
     viewer_survives(
         Lie::ForgedManifest,
-        "streamrp2p_verification_failures_total{kind=\"Message\"}",
+        "streamrp2p_verification_failures_total{kind=\"message\"}",
     )
     .await;
 }
@@ -275,7 +275,7 @@ async fn manifest_signed_by_the_wrong_key_gets_the_sender_banned() {
 async fn announcement_signed_by_the_wrong_key_gets_the_sender_banned() {
     viewer_survives(
         Lie::ForgedAnnounce,
-        "streamrp2p_verification_failures_total{kind=\"Message\"}",
+        "streamrp2p_verification_failures_total{kind=\"message\"}",
     )
     .await;
 }
