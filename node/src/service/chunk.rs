@@ -1,0 +1,188 @@
+//! The chunk protocol: answering requests, taking responses, penalising protocol violations.
+
+use super::{Outbound, Service};
+use std::time::Instant;
+
+use libp2p::PeerId;
+use libp2p::request_response::{self, InboundRequestId, OutboundFailure, OutboundRequestId, ResponseChannel};
+use streamrp2p_protocols::WireError;
+use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, MANIFEST_RESPONSE_BUDGET, ManifestResponse};
+
+use crate::metrics::{Failure, Flow};
+use crate::network::wire_error;
+
+impl Service {
+    pub(super) fn on_chunk_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request_id,
+                    request,
+                    channel,
+                } => {
+                    self.on_request(request_id, request, channel);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    self.on_response(peer, request_id, response);
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let OutboundFailure::Io(io) = &error
+                    && let Some(wire) = wire_error(io)
+                {
+                    let reason = wire.to_string();
+                    self.penalize(peer, failure_kind(wire), &reason);
+                }
+                tracing::debug!(%peer, %error, "chunk request failed");
+                if let Some((peer, outbound)) = self.outbound.remove(&request_id) {
+                    self.release(peer);
+                    if let Outbound::Block { stream, ask } = outbound
+                        && let Some(fetch) = self.watching.get_mut(&stream)
+                    {
+                        fetch.on_ask_failed(&ask, false);
+                    }
+                }
+            }
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.uploads.remove(&request_id);
+                if let request_response::InboundFailure::Io(io) = &error
+                    && let Some(wire) = wire_error(io)
+                {
+                    let reason = wire.to_string();
+                    self.penalize(peer, failure_kind(wire), &reason);
+                }
+            }
+            request_response::Event::ResponseSent { request_id, .. } => {
+                if let Some((stream, bytes)) = self.uploads.remove(&request_id) {
+                    self.shared.metrics.add_bytes(Flow::Uploaded, bytes);
+                    if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
+                        s.counters.uploaded += bytes;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        id: InboundRequestId,
+        request: ChunkRequest,
+        channel: ResponseChannel<ChunkResponse>,
+    ) {
+        let store = self.shared.store.read().expect("store lock");
+        let response = match request {
+            ChunkRequest::Block(cid) => match store.block(&cid) {
+                Some((data, stream)) => {
+                    self.uploads.insert(id, (stream, data.len() as u64));
+                    ChunkResponse::Block(data.clone())
+                }
+                None => ChunkResponse::DontHave,
+            },
+            ChunkRequest::Manifest { stream, since_seq } => match store.stream(&stream) {
+                Some(s) if s.info.is_some() => {
+                    let mut entries = Vec::new();
+                    let mut budget = MANIFEST_RESPONSE_BUDGET;
+                    // Newest first, so that a full budget drops the oldest entries.
+                    for segment in s.segments.range(since_seq..).rev().map(|(_, seg)| seg) {
+                        let len = segment.entry.encoded_len() + 8;
+                        if len > budget {
+                            break;
+                        }
+                        budget -= len;
+                        entries.push(segment.entry.clone());
+                    }
+                    entries.reverse();
+                    let have = entries.iter().map(|e| e.entry().seq).collect();
+                    let info = s.info.clone().expect("checked above");
+                    ChunkResponse::Manifest(ManifestResponse { info, entries, have })
+                }
+                _ => ChunkResponse::DontHave,
+            },
+        };
+        drop(store);
+        if self
+            .swarm
+            .behaviour_mut()
+            .chunk
+            .send_response(channel, response)
+            .is_err()
+        {
+            self.uploads.remove(&id);
+        }
+    }
+
+    pub(super) fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: ChunkResponse) {
+        let Some((_, outbound)) = self.outbound.remove(&id) else {
+            return;
+        };
+        self.release(peer);
+        let now = Instant::now();
+        match (outbound, response) {
+            (Outbound::Block { stream, ask }, ChunkResponse::Block(data)) => {
+                let Some(fetch) = self.watching.get_mut(&stream) else {
+                    return;
+                };
+                let len = data.len() as u64;
+                match fetch.on_block(ask.seq, ask.index, data) {
+                    Ok(done) => {
+                        self.shared.metrics.add_bytes(Flow::FromPeers, len);
+                        if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
+                            s.counters.from_peers += len;
+                        }
+                        if let Some(done) = done {
+                            self.complete(stream, done, now);
+                        }
+                    }
+                    Err(error) => {
+                        fetch.on_ask_failed(&ask, false);
+                        self.penalize(peer, Failure::Block, &error);
+                    }
+                }
+            }
+            (Outbound::Block { stream, ask }, ChunkResponse::DontHave) => {
+                if let Some(fetch) = self.watching.get_mut(&stream) {
+                    fetch.on_ask_failed(&ask, true);
+                }
+            }
+            (Outbound::Manifest { stream }, ChunkResponse::Manifest(manifest)) => {
+                if manifest.info.id() != stream {
+                    self.penalize(peer, Failure::Message, &"answered with the manifest of another stream");
+                    return;
+                }
+                if self.watching.get(&stream).is_some_and(|f| f.info.is_none()) {
+                    self.set_info(stream, manifest.info.clone());
+                }
+                self.add_entries(stream, manifest.entries, now);
+                if let Some(fetch) = self.watching.get_mut(&stream) {
+                    fetch.on_have(peer, manifest.have);
+                }
+            }
+            (Outbound::Manifest { .. }, ChunkResponse::DontHave) => {}
+            (outbound, _) => {
+                if let Outbound::Block { stream, ask } = &outbound
+                    && let Some(fetch) = self.watching.get_mut(stream)
+                {
+                    fetch.on_ask_failed(ask, false);
+                }
+                self.penalize(peer, Failure::Message, &"answered with the wrong kind of response");
+            }
+        }
+    }
+}
+
+fn failure_kind(error: &WireError) -> Failure {
+    match error {
+        WireError::TooLarge { .. } => Failure::Block,
+        _ => Failure::Message,
+    }
+}
