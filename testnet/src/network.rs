@@ -12,8 +12,18 @@
 //! completion carries a version; when a flow's rate changes again, its old completion is stale and
 //! [`Network::finish`] ignores it, so the simulator never needs to remove events from its queue.
 //!
+//! A node with thousands of flows (the HTTP origin when every viewer fetches from it) would make that O(n) per
+//! change. Such a node is added as a *server* ([`Network::add_server`]): a processor-sharing queue whose flows all
+//! progress at `up / flows`, tracked by one virtual clock (bytes served per flow so far), so a change costs
+//! O(log n) and only the flow that finishes first has a completion scheduled. A server's flows are not slowed by
+//! their receivers' download (a server splits its capacity among thousands, far below any receiver's share), but
+//! they do count against the receiver's download share for its other flows.
+//!
 //! Latency is the simulator's business (it delays the start of a flow and the delivery after it), and so is
 //! reachability (a NAT-ed node's inbound connections).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 
 /// A node of the network.
 pub type NodeId = usize;
@@ -51,19 +61,58 @@ struct Flow {
     src: NodeId,
     dst: NodeId,
     bytes: u64,
+    /// Per-flow progress (flows of ordinary senders).
     remaining: f64,
     rate: f64,
     since: f64,
+    /// Server flows: the server's virtual clock when the flow started.
+    served_from: Option<f64>,
     version: u64,
+    /// Unique over the run: tells a queued server entry from a later flow reusing the slot.
+    serial: u64,
     tag: u64,
+}
+
+/// A virtual time in a server's queue, ordered totally (virtual times are finite).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct VirtualTime(f64);
+
+impl Eq for VirtualTime {}
+
+impl PartialOrd for VirtualTime {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for VirtualTime {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A processor-sharing server: every flow gets `up / active`.
+#[derive(Clone, Debug, Default)]
+struct Server {
+    /// Bytes each flow has been served since the server began.
+    clock: f64,
+    /// When `clock` was last brought up to date.
+    since: f64,
+    active: usize,
+    /// Flows by the clock value at which they finish: (finish, serial, flow). Ended flows are skipped lazily.
+    queue: BinaryHeap<Reverse<(VirtualTime, u64, FlowId)>>,
+    /// The flow whose completion is scheduled.
+    scheduled: Option<FlowId>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Link {
     up: f64,
     down: f64,
+    /// Flows leaving an ordinary node (a server keeps its own queue instead).
     outgoing: Vec<FlowId>,
     incoming: Vec<FlowId>,
+    server: Option<Server>,
 }
 
 /// The network: nodes with capacities, and the flows between them.
@@ -73,6 +122,7 @@ pub struct Network {
     flows: Vec<Option<Flow>>,
     free: Vec<usize>,
     next_version: u64,
+    next_serial: u64,
 }
 
 impl Network {
@@ -91,6 +141,13 @@ impl Network {
         self.links.len() - 1
     }
 
+    /// Adds a processor-sharing server (the HTTP origin) that uploads `up` bytes per second.
+    pub fn add_server(&mut self, up: f64) -> NodeId {
+        let node = self.add_node(up, 0.0);
+        self.links[node].server = Some(Server::default());
+        node
+    }
+
     /// Flows in progress.
     pub fn active_flows(&self) -> usize {
         self.flows.len() - self.free.len()
@@ -98,7 +155,8 @@ impl Network {
 
     /// Flows leaving `node`.
     pub fn uploads(&self, node: NodeId) -> usize {
-        self.links[node].outgoing.len()
+        let link = &self.links[node];
+        link.server.as_ref().map_or(link.outgoing.len(), |s| s.active)
     }
 
     /// Flows entering `node`.
@@ -107,9 +165,10 @@ impl Network {
     }
 
     /// Starts moving `bytes` from `src` to `dst` at `now`. `tag` comes back when the flow finishes. Returns the flow
-    /// and the completions of every flow whose rate changed, the new one among them.
+    /// and the completions of every flow whose rate changed, the new one among them when it is due first.
     pub fn start(&mut self, now: f64, src: NodeId, dst: NodeId, bytes: u64, tag: u64) -> (FlowId, Vec<Completion>) {
-        self.settle(now, src, dst);
+        self.next_serial += 1;
+        let served_from = self.links[src].server.is_some().then(|| self.advance_server(now, src));
         let flow = Flow {
             src,
             dst,
@@ -117,7 +176,9 @@ impl Network {
             remaining: bytes as f64,
             rate: 0.0,
             since: now,
+            served_from,
             version: 0,
+            serial: self.next_serial,
             tag,
         };
         let id = match self.free.pop() {
@@ -130,7 +191,17 @@ impl Network {
                 FlowId(self.flows.len() - 1)
             }
         };
-        self.links[src].outgoing.push(id);
+        self.settle(now, dst);
+        if let Some(from) = served_from {
+            let server = self.links[src].server.as_mut().expect("checked above");
+            server.active += 1;
+            server
+                .queue
+                .push(Reverse((VirtualTime(from + bytes as f64), self.next_serial, id)));
+        } else {
+            self.settle(now, src);
+            self.links[src].outgoing.push(id);
+        }
         self.links[dst].incoming.push(id);
         (id, self.rerate(now, src, dst))
     }
@@ -155,47 +226,93 @@ impl Network {
     /// Stops a flow before it finishes (its receiver left or gave up). Returns the bytes it had moved and the
     /// completions of flows that speed up; `None` if the flow had already ended.
     pub fn cancel(&mut self, now: f64, flow: FlowId) -> Option<(u64, Vec<Completion>)> {
-        let f = self.flows.get(flow.0)?.as_ref()?;
-        let (src, dst) = (f.src, f.dst);
-        self.settle(now, src, dst);
-        let f = self.flows[flow.0].as_ref().expect("checked above");
-        let moved = (f.bytes as f64 - f.remaining).max(0.0) as u64;
+        let (src, dst, served_from) = {
+            let f = self.flows.get(flow.0)?.as_ref()?;
+            (f.src, f.dst, f.served_from)
+        };
+        let remaining = match served_from {
+            Some(from) => {
+                let clock = self.advance_server(now, src);
+                let f = self.flows[flow.0].as_ref().expect("checked above");
+                (f.bytes as f64 - (clock - from)).max(0.0)
+            }
+            None => {
+                self.settle(now, src);
+                self.settle(now, dst);
+                self.flows[flow.0].as_ref().expect("checked above").remaining
+            }
+        };
+        let bytes = self.flows[flow.0].as_ref().expect("checked above").bytes;
+        let moved = (bytes as f64 - remaining).max(0.0) as u64;
         Some((moved, self.remove(now, flow)))
     }
 
     /// Every flow of `node`, in and out, with their tags, for cancelling when the node leaves.
     pub fn flows_of(&self, node: NodeId) -> Vec<(FlowId, u64)> {
         let link = &self.links[node];
+        let served = link
+            .server
+            .iter()
+            .flat_map(|s| s.queue.iter().map(|Reverse((_, _, id))| *id));
         link.outgoing
             .iter()
-            .chain(&link.incoming)
-            .filter_map(|id| self.flows[id.0].as_ref().map(|f| (*id, f.tag)))
+            .copied()
+            .chain(served)
+            .chain(link.incoming.iter().copied())
+            .filter_map(|id| {
+                self.flows[id.0]
+                    .as_ref()
+                    .filter(|f| f.src == node || f.dst == node)
+                    .map(|f| (id, f.tag))
+            })
             .collect()
     }
 
     fn remove(&mut self, now: f64, id: FlowId) -> Vec<Completion> {
         let flow = self.flows[id.0].take().expect("flow exists");
-        self.settle(now, flow.src, flow.dst);
-        self.links[flow.src].outgoing.retain(|f| *f != id);
-        self.links[flow.dst].incoming.retain(|f| *f != id);
         self.free.push(id.0);
+        self.settle(now, flow.dst);
+        if flow.served_from.is_some() {
+            self.advance_server(now, flow.src);
+            let server = self.links[flow.src].server.as_mut().expect("server flow");
+            server.active -= 1;
+        } else {
+            self.settle(now, flow.src);
+            self.links[flow.src].outgoing.retain(|f| *f != id);
+        }
+        self.links[flow.dst].incoming.retain(|f| *f != id);
         self.rerate(now, flow.src, flow.dst)
     }
 
-    /// Brings the progress of every flow at `a` or `b` up to `now`.
-    fn settle(&mut self, now: f64, a: NodeId, b: NodeId) {
-        for node in [a, b] {
-            let link = &self.links[node];
-            for id in link.outgoing.iter().chain(&link.incoming) {
-                if let Some(flow) = self.flows[id.0].as_mut() {
-                    flow.remaining = (flow.remaining - flow.rate * (now - flow.since)).max(0.0);
-                    flow.since = now;
-                }
+    /// Brings a server's clock up to `now` and returns it.
+    fn advance_server(&mut self, now: f64, node: NodeId) -> f64 {
+        let up = self.links[node].up;
+        let server = self.links[node].server.as_mut().expect("node is a server");
+        if server.active > 0 {
+            server.clock += (now - server.since) * up / server.active as f64;
+        }
+        server.since = now;
+        server.clock
+    }
+
+    /// Brings the progress of every per-flow flow at `node` up to `now`.
+    fn settle(&mut self, now: f64, node: NodeId) {
+        let link = &self.links[node];
+        for id in link.outgoing.iter().chain(&link.incoming) {
+            if let Some(flow) = self.flows[id.0].as_mut().filter(|f| f.served_from.is_none()) {
+                flow.remaining = (flow.remaining - flow.rate * (now - flow.since)).max(0.0);
+                flow.since = now;
             }
         }
     }
 
-    /// Assigns new rates to every flow at `a` or `b` (already settled at `now`) and returns their completions.
+    fn fresh_version(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version
+    }
+
+    /// Assigns new rates to every per-flow flow at `a` or `b` (already settled at `now`), reschedules a server's
+    /// first finisher, and returns the completions.
     fn rerate(&mut self, now: f64, a: NodeId, b: NodeId) -> Vec<Completion> {
         let mut touched: Vec<FlowId> = Vec::new();
         for node in [a, b] {
@@ -204,16 +321,15 @@ impl Network {
         }
         touched.sort_unstable();
         touched.dedup();
-        let mut completions = Vec::with_capacity(touched.len());
+        let mut completions = Vec::with_capacity(touched.len() + 1);
         for id in touched {
-            let (src, dst) = {
-                let f = self.flows[id.0].as_ref().expect("listed flows exist");
-                (f.src, f.dst)
+            let (src, dst) = match self.flows[id.0].as_ref() {
+                Some(f) if f.served_from.is_none() => (f.src, f.dst),
+                _ => continue,
             };
             let up = self.links[src].up / self.links[src].outgoing.len() as f64;
             let down = self.links[dst].down / self.links[dst].incoming.len() as f64;
-            self.next_version += 1;
-            let version = self.next_version;
+            let version = self.fresh_version();
             let flow = self.flows[id.0].as_mut().expect("listed flows exist");
             flow.rate = up.min(down);
             flow.version = version;
@@ -226,12 +342,55 @@ impl Network {
             };
             completions.push(Completion { flow: id, at, version });
         }
+        for node in [a, b] {
+            if self.links[node].server.is_some() {
+                completions.extend(self.schedule_server(now, node));
+            }
+        }
         completions
+    }
+
+    /// The completion of a server's first finisher, its queue's head, under the current share. Every call issues a
+    /// fresh version to the head, which makes the previous head's completion stale.
+    fn schedule_server(&mut self, now: f64, node: NodeId) -> Option<Completion> {
+        let clock = self.advance_server(now, node);
+        let up = self.links[node].up;
+        let (finish, id) = loop {
+            let server = self.links[node].server.as_mut().expect("node is a server");
+            let Reverse((VirtualTime(finish), serial, id)) = *server.queue.peek()?;
+            if self.flows[id.0].as_ref().is_some_and(|f| f.serial == serial) {
+                break (finish, id);
+            }
+            server.queue.pop();
+        };
+        let server = self.links[node].server.as_mut().expect("node is a server");
+        let (active, previous) = (server.active, server.scheduled.replace(id));
+        // A new head (a shorter flow arrived) leaves the old head's completion stale.
+        if let Some(old) = previous.filter(|old| *old != id) {
+            let stale = self.fresh_version();
+            if let Some(flow) = self.flows[old.0].as_mut() {
+                flow.version = stale;
+            }
+        }
+        let version = self.fresh_version();
+        self.flows[id.0].as_mut().expect("live head").version = version;
+        let rate = up / active as f64;
+        let at = if finish <= clock {
+            now
+        } else if rate > 0.0 {
+            now + (finish - clock) / rate
+        } else {
+            f64::INFINITY
+        };
+        Some(Completion { flow: id, at, version })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
     use super::*;
 
     const MB: f64 = 1_000_000.0;
@@ -308,6 +467,91 @@ mod tests {
         );
         assert!(net.finish(9.0, at(&c2, f1)).is_some());
         assert!(net.finish(9.0, at(&c2, f1)).is_none(), "a flow finishes once");
+    }
+
+    #[test]
+    fn a_server_shares_its_upload_equally() {
+        let mut net = Network::new();
+        let origin = net.add_server(2.0 * MB);
+        let viewers: Vec<NodeId> = (0..4).map(|_| net.add_node(0.0, 10.0 * MB)).collect();
+        // Four flows of 1, 2, 3 and 4 MB at 0.5 MB/s each: the 1 MB one finishes at 2 s.
+        let mut head = None;
+        let mut ids = Vec::new();
+        for (i, v) in viewers.iter().enumerate() {
+            let (id, c) = net.start(0.0, origin, *v, (i as u64 + 1) * 1_000_000, i as u64);
+            ids.push(id);
+            head = c.iter().find(|c| c.flow == ids[0]).copied().or(head);
+        }
+        let head = head.unwrap();
+        assert_eq!(head.at, 2.0);
+        let (done, c) = net.finish(2.0, head).unwrap();
+        assert_eq!(done.tag, 0);
+        // Three left at 2/3 MB/s, 1 MB to go for the next: 1.5 s more.
+        let next = c.iter().find(|c| c.flow == ids[1]).unwrap();
+        assert!((next.at - 3.5).abs() < 1e-9);
+        assert_eq!(net.uploads(origin), 3);
+    }
+
+    #[test]
+    fn a_shorter_server_flow_takes_over_the_head() {
+        let mut net = Network::new();
+        let origin = net.add_server(MB);
+        let a = net.add_node(0.0, 10.0 * MB);
+        let b = net.add_node(0.0, 10.0 * MB);
+        let (long, c) = net.start(0.0, origin, a, 1_000_000, 1);
+        let stale = c[0];
+        assert_eq!((stale.flow, stale.at), (long, 1.0));
+        // At 0.5 s, 0.1 MB more arrives; both share: it finishes 0.2 s later, and the long one's completion is stale.
+        let (short, c) = net.start(0.5, origin, b, 100_000, 2);
+        let first = *c.iter().find(|c| c.flow == short).unwrap();
+        assert!((first.at - 0.7).abs() < 1e-9);
+        assert!(net.finish(stale.at, stale).is_none());
+        let (_, c) = net.finish(first.at, first).unwrap();
+        // 0.4 MB of the long flow left at 1 MB/s.
+        let last = *c.iter().find(|c| c.flow == long).unwrap();
+        assert!((last.at - 1.1).abs() < 1e-9);
+        let (moved, _) = net.cancel(1.0, long).unwrap();
+        assert_eq!(moved, 900_000);
+        assert_eq!(net.active_flows(), 0);
+    }
+
+    #[test]
+    fn ten_thousand_server_flows_drain_in_order() {
+        let mut net = Network::new();
+        let origin = net.add_server(1_000.0 * MB);
+        let mut pending = Vec::new();
+        for i in 0..10_000u64 {
+            let viewer = net.add_node(0.0, 10.0 * MB);
+            let (_, c) = net.start(i as f64 * 1e-4, origin, viewer, 625_000, i);
+            pending.extend(c);
+        }
+        // Each start costs O(log n) and schedules only the head; drain like a simulator, earliest first, skipping
+        // stale completions: the flows finish in the order they started (all got the same share).
+        let mut queue: BinaryHeap<Reverse<(VirtualTime, u64, usize)>> = BinaryHeap::new();
+        let push =
+            |queue: &mut BinaryHeap<_>, c: Completion| queue.push(Reverse((VirtualTime(c.at), c.version, c.flow.0)));
+        for c in pending {
+            push(&mut queue, c);
+        }
+        let (mut finished, mut last) = (0, 0.0);
+        while let Some(Reverse((VirtualTime(at), version, flow))) = queue.pop() {
+            if let Some((done, more)) = net.finish(
+                at,
+                Completion {
+                    flow: FlowId(flow),
+                    at,
+                    version,
+                },
+            ) {
+                assert_eq!(done.tag, finished);
+                assert!(at >= last);
+                last = at;
+                finished += 1;
+                more.into_iter().for_each(|c| push(&mut queue, c));
+            }
+        }
+        assert_eq!(finished, 10_000);
+        assert_eq!(net.active_flows(), 0);
     }
 
     #[test]
