@@ -8,9 +8,16 @@
 //! - [`scenario`]: the TOML scenario (`testnet/scenarios/*.toml`), validated.
 //! - [`network`]: transfers between nodes whose upload and download capacities are shared by their concurrent
 //!   transfers; completion times in virtual seconds, recomputed as transfers start and end.
+//! - [`sim`]: the discrete-event simulator (virtual time, arrivals, churn, latency, delivery, playback, metrics),
+//!   driving a [`sim::Strategy`]: a protocol under test.
+//! - [`strategies`]: the protocols the simulator runs (so far the `cdn-only` baseline).
+//! - [`report`]: the report JSON shared with real local testnet runs.
 //! - [`stats`]: percentiles and Jain's fairness index.
 #![deny(missing_docs)]
 
 pub mod network;
+pub mod report;
 pub mod scenario;
+pub mod sim;
 pub mod stats;
+pub mod strategies;

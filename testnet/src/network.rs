@@ -44,7 +44,7 @@ pub struct Completion {
 }
 
 /// A flow that finished.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Finished {
     /// The sender.
     pub src: NodeId,
@@ -52,6 +52,8 @@ pub struct Finished {
     pub dst: NodeId,
     /// Bytes moved.
     pub bytes: u64,
+    /// When the flow started.
+    pub started: f64,
     /// What the simulator attached to the flow when it started.
     pub tag: u64,
 }
@@ -70,6 +72,7 @@ struct Flow {
     version: u64,
     /// Unique over the run: tells a queued server entry from a later flow reusing the slot.
     serial: u64,
+    started: f64,
     tag: u64,
 }
 
@@ -103,6 +106,8 @@ struct Server {
     queue: BinaryHeap<Reverse<(VirtualTime, u64, FlowId)>>,
     /// The flow whose completion is scheduled.
     scheduled: Option<FlowId>,
+    /// Bytes served in all, to the last update.
+    served: f64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -159,6 +164,12 @@ impl Network {
         link.server.as_ref().map_or(link.outgoing.len(), |s| s.active)
     }
 
+    /// Bytes a server has sent up to `now`.
+    pub fn served(&mut self, now: f64, server: NodeId) -> f64 {
+        self.advance_server(now, server);
+        self.links[server].server.as_ref().expect("node is a server").served
+    }
+
     /// Flows entering `node`.
     pub fn downloads(&self, node: NodeId) -> usize {
         self.links[node].incoming.len()
@@ -179,6 +190,7 @@ impl Network {
             served_from,
             version: 0,
             serial: self.next_serial,
+            started: now,
             tag,
         };
         let id = match self.free.pop() {
@@ -217,6 +229,7 @@ impl Network {
             src: flow.src,
             dst: flow.dst,
             bytes: flow.bytes,
+            started: flow.started,
             tag: flow.tag,
         };
         let changed = self.remove(now, completion.flow);
@@ -290,6 +303,7 @@ impl Network {
         let server = self.links[node].server.as_mut().expect("node is a server");
         if server.active > 0 {
             server.clock += (now - server.since) * up / server.active as f64;
+            server.served += (now - server.since) * up;
         }
         server.since = now;
         server.clock
@@ -416,6 +430,7 @@ mod tests {
                 src: a,
                 dst: b,
                 bytes: 1_000_000,
+                started: 0.0,
                 tag: 7
             }
         );
@@ -486,6 +501,7 @@ mod tests {
         assert_eq!(head.at, 2.0);
         let (done, c) = net.finish(2.0, head).unwrap();
         assert_eq!(done.tag, 0);
+        assert_eq!(net.served(2.0, origin), 4_000_000.0);
         // Three left at 2/3 MB/s, 1 MB to go for the next: 1.5 s more.
         let next = c.iter().find(|c| c.flow == ids[1]).unwrap();
         assert!((next.at - 3.5).abs() < 1e-9);

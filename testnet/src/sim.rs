@@ -1,0 +1,479 @@
+//! The discrete-event simulator: virtual time, a queue of events, the network model, the viewers' arrivals,
+//! departures and playback, and the report.
+//!
+//! The simulator owns what is the same for every protocol: the broadcaster producing a segment every
+//! `segment_s`, viewers arriving uniformly over the join window and leaving after exponential lifetimes (each leaver
+//! replaced by a new joiner), per-pair latency, the flow-level [`Network`], delivery of finished transfers, and the
+//! metrics. A [`Strategy`] decides who sends what to whom: the protocol under test drives it. Everything random
+//! comes from one seeded ChaCha generator, and events at the same virtual time run in the order they were
+//! scheduled, so a scenario and its seed give the same report every time.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use streamrp2p_protocols::playback;
+
+use crate::network::{Completion, Finished, Network, NodeId};
+use crate::report::{Report, peak_rss_mb};
+use crate::scenario::Scenario;
+use crate::stats::{jain_index, quantile};
+
+/// Where a viewer's bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Another viewer.
+    Peer,
+    /// The broadcaster.
+    Broadcaster,
+    /// The HTTP origin.
+    Origin,
+}
+
+/// A viewer, present or gone.
+#[derive(Clone, Debug)]
+pub struct Viewer {
+    /// Its node in the network.
+    pub node: NodeId,
+    /// When it joined.
+    pub joined: f64,
+    /// When it left, if it did.
+    pub left: Option<f64>,
+    /// Its first segment: one behind the newest whole segment when it joined.
+    pub first_seq: Option<u64>,
+    /// When each segment from `first_seq` on became whole.
+    pub ready: Vec<Option<f64>>,
+    /// Upload capacity as a multiple of the bitrate.
+    pub upload_x: f64,
+    /// Behind NAT: accepts no inbound connection.
+    pub nat: bool,
+    /// Payload bytes it uploaded.
+    pub uploaded: f64,
+}
+
+impl Viewer {
+    /// Whether the viewer is in the stream.
+    pub fn present(&self) -> bool {
+        self.left.is_none()
+    }
+
+    /// Whether segment `seq` is whole at the viewer.
+    pub fn has(&self, seq: u64) -> bool {
+        self.first_seq
+            .and_then(|first| seq.checked_sub(first))
+            .and_then(|k| self.ready.get(k as usize))
+            .is_some_and(Option::is_some)
+    }
+}
+
+/// What happens at a point of virtual time.
+#[derive(Clone, Debug)]
+enum Event {
+    Segment(u64),
+    Join,
+    Leave(usize),
+    Flow(Completion),
+    StartFlow {
+        src: NodeId,
+        dst: NodeId,
+        bytes: u64,
+        tag: u64,
+    },
+    Deliver {
+        viewer: usize,
+        seq: u64,
+        bytes: u64,
+        source: Source,
+        whole: bool,
+    },
+    /// Once a virtual second: what the origin sent in the last one.
+    Sample,
+}
+
+struct Scheduled {
+    at: f64,
+    order: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at.total_cmp(&other.at).then(self.order.cmp(&other.order))
+    }
+}
+
+/// Payload and control byte counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bytes {
+    /// Payload viewers got from viewers.
+    pub from_peers: f64,
+    /// Payload viewers got from the broadcaster.
+    pub from_broadcaster: f64,
+    /// Payload viewers got from the origin.
+    pub from_origin: f64,
+    /// Payload that arrived for something the viewer already had.
+    pub duplicate: f64,
+    /// Control messages.
+    pub control: f64,
+}
+
+/// The simulation state a [`Strategy`] works with.
+pub struct Core {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Virtual time, seconds.
+    pub now: f64,
+    /// The only source of randomness.
+    pub rng: ChaCha8Rng,
+    /// The data plane.
+    pub net: Network,
+    /// The HTTP origin's node.
+    pub origin: NodeId,
+    /// The broadcaster's node.
+    pub broadcaster: NodeId,
+    /// Every viewer that ever joined.
+    pub viewers: Vec<Viewer>,
+    /// When each segment was whole at the broadcaster.
+    pub segment_ready: Vec<f64>,
+    /// Byte counts.
+    pub bytes: Bytes,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    order: u64,
+    events: u64,
+    origin_per_second: Vec<f64>,
+}
+
+impl Core {
+    fn schedule(&mut self, at: f64, event: Event) {
+        self.order += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            order: self.order,
+            event,
+        }));
+    }
+
+    fn schedule_completions(&mut self, completions: Vec<Completion>) {
+        for c in completions {
+            if c.at.is_finite() {
+                self.schedule(c.at, Event::Flow(c));
+            }
+        }
+    }
+
+    /// One-way latency between two nodes in seconds: uniform in the scenario's range, fixed per pair.
+    pub fn latency(&self, a: NodeId, b: NodeId) -> f64 {
+        let (lo, hi) = (self.scenario.latency_ms[0], self.scenario.latency_ms[1]);
+        let pair = ((a.min(b) as u64) << 32) ^ b.max(a) as u64;
+        // splitmix64 of the pair and the seed: a fixed, well-spread value per pair without storing n² of them.
+        let mut z = pair.wrapping_add(self.scenario.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+        (lo + u * (hi - lo)) / 1000.0
+    }
+
+    /// Asks `src` for `bytes`: the request travels one way, then the transfer runs; its finish reaches the
+    /// strategy's `on_flow_finished` with `tag`.
+    pub fn request(&mut self, src: NodeId, dst: NodeId, bytes: u64, tag: u64) {
+        let at = self.now + self.latency(src, dst);
+        self.schedule(at, Event::StartFlow { src, dst, bytes, tag });
+    }
+
+    /// Starts a transfer now (a push: no request first).
+    pub fn push(&mut self, src: NodeId, dst: NodeId, bytes: u64, tag: u64) {
+        let (_, completions) = self.net.start(self.now, src, dst, bytes, tag);
+        self.schedule_completions(completions);
+    }
+
+    /// Delivers `bytes` of segment `seq` to `viewer` one latency after a transfer from `src` finished; `whole` says
+    /// the segment is then complete at the viewer.
+    pub fn deliver(&mut self, src: NodeId, viewer: usize, seq: u64, bytes: u64, source: Source, whole: bool) {
+        let at = self.now + self.latency(src, self.viewers[viewer].node);
+        self.schedule(
+            at,
+            Event::Deliver {
+                viewer,
+                seq,
+                bytes,
+                source,
+                whole,
+            },
+        );
+    }
+
+    /// The newest segment whole at the broadcaster.
+    pub fn newest_segment(&self) -> Option<u64> {
+        (self.segment_ready.len() as u64).checked_sub(1)
+    }
+
+    /// Payload bytes of segment `seq`.
+    pub fn segment_bytes(&self) -> u64 {
+        self.scenario.segment_bytes().round() as u64
+    }
+}
+
+/// A protocol, as the simulator drives it.
+pub trait Strategy {
+    /// A viewer joined (its `first_seq` is set when a segment exists).
+    fn on_join(&mut self, core: &mut Core, viewer: usize);
+    /// A viewer left; its transfers were cancelled.
+    fn on_leave(&mut self, core: &mut Core, viewer: usize);
+    /// The broadcaster has a new whole segment.
+    fn on_segment(&mut self, core: &mut Core, seq: u64);
+    /// A transfer finished at its receiver's end of the link (deliver it with [`Core::deliver`]).
+    fn on_flow_finished(&mut self, core: &mut Core, finished: Finished);
+}
+
+/// A simulation run of one scenario with one strategy.
+pub struct Simulation<S> {
+    core: Core,
+    strategy: S,
+    started: std::time::Instant,
+}
+
+impl<S: Strategy> Simulation<S> {
+    /// Sets up the scenario: the broadcaster, the origin, the viewers' arrivals and the segments.
+    pub fn new(scenario: Scenario, strategy: S) -> Self {
+        let mut net = Network::new();
+        let bitrate = scenario.bitrate_bytes();
+        let origin = net.add_server(scenario.origin_mbps * 1e6 / 8.0);
+        let broadcaster = net.add_node(scenario.broadcaster_upload_x * bitrate, f64::INFINITY);
+        let mut core = Core {
+            rng: ChaCha8Rng::seed_from_u64(scenario.seed),
+            now: 0.0,
+            net,
+            origin,
+            broadcaster,
+            viewers: Vec::new(),
+            segment_ready: Vec::new(),
+            bytes: Bytes::default(),
+            queue: BinaryHeap::new(),
+            order: 0,
+            events: 0,
+            origin_per_second: Vec::new(),
+            scenario,
+        };
+        let segments = (core.scenario.duration_s / core.scenario.segment_s).floor() as u64;
+        for second in 1..=core.scenario.duration_s.floor() as u64 {
+            core.schedule(second as f64, Event::Sample);
+        }
+        for seq in 0..segments {
+            core.schedule((seq + 1) as f64 * core.scenario.segment_s, Event::Segment(seq));
+        }
+        let mut arrivals: Vec<f64> = (0..core.scenario.viewers)
+            .map(|_| core.rng.random::<f64>() * core.scenario.join_window_s)
+            .collect();
+        arrivals.sort_by(f64::total_cmp);
+        for at in arrivals {
+            core.schedule(at, Event::Join);
+        }
+        Self {
+            core,
+            strategy,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Runs events up to virtual time `until` (or the end); returns whether any are left.
+    pub fn run_until(&mut self, until: f64) -> bool {
+        let end = self.core.scenario.duration_s;
+        while let Some(Reverse(next)) = self.core.queue.peek() {
+            if next.at > until.min(end) {
+                return next.at <= end;
+            }
+            let Reverse(Scheduled { at, event, .. }) = self.core.queue.pop().expect("peeked");
+            self.core.now = at;
+            self.core.events += 1;
+            self.handle(event);
+        }
+        false
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> f64 {
+        self.core.now
+    }
+
+    /// Virtual seconds the scenario runs.
+    pub fn duration(&self) -> f64 {
+        self.core.scenario.duration_s
+    }
+
+    fn handle(&mut self, event: Event) {
+        let core = &mut self.core;
+        match event {
+            Event::Segment(seq) => {
+                core.segment_ready.push(core.now);
+                self.strategy.on_segment(core, seq);
+            }
+            Event::Join => {
+                let u: f64 = core.rng.random();
+                let upload_x = core.scenario.upload_x_at(u);
+                let nat = core.rng.random::<f64>() < core.scenario.nat_fraction;
+                let bitrate = core.scenario.bitrate_bytes();
+                let node = core
+                    .net
+                    .add_node(upload_x * bitrate, core.scenario.download_x * bitrate);
+                // One segment behind the live edge: the segment before the newest whole one, so that the player holds
+                // one segment of buffer while the next is made (before any segment exists, the first).
+                let first_seq = Some(core.newest_segment().map_or(0, |n| n.saturating_sub(1)));
+                let viewer = core.viewers.len();
+                core.viewers.push(Viewer {
+                    node,
+                    joined: core.now,
+                    left: None,
+                    first_seq,
+                    ready: Vec::new(),
+                    upload_x,
+                    nat,
+                    uploaded: 0.0,
+                });
+                let rate = core.scenario.churn_per_min / 60.0;
+                if rate > 0.0 {
+                    let lifetime = -(1.0 - core.rng.random::<f64>()).ln() / rate;
+                    core.schedule(core.now + lifetime, Event::Leave(viewer));
+                }
+                self.strategy.on_join(core, viewer);
+            }
+            Event::Leave(viewer) => {
+                core.viewers[viewer].left = Some(core.now);
+                let node = core.viewers[viewer].node;
+                for (flow, _) in core.net.flows_of(node) {
+                    if let Some((_, completions)) = core.net.cancel(core.now, flow) {
+                        core.schedule_completions(completions);
+                    }
+                }
+                self.strategy.on_leave(core, viewer);
+                // Churn replaces every leaver with a new joiner.
+                core.schedule(core.now, Event::Join);
+            }
+            Event::StartFlow { src, dst, bytes, tag } => core.push(src, dst, bytes, tag),
+            Event::Flow(completion) => {
+                if let Some((finished, completions)) = core.net.finish(core.now, completion) {
+                    core.schedule_completions(completions);
+                    self.strategy.on_flow_finished(core, finished);
+                }
+            }
+            Event::Sample => {
+                let served = core.net.served(core.now, core.origin);
+                let before: f64 = core.origin_per_second.iter().sum();
+                core.origin_per_second.push(served - before);
+            }
+            Event::Deliver {
+                viewer,
+                seq,
+                bytes,
+                source,
+                whole,
+            } => {
+                let v = &mut core.viewers[viewer];
+                if !v.present() {
+                    return;
+                }
+                let Some(k) = v.first_seq.and_then(|first| seq.checked_sub(first)) else {
+                    return;
+                };
+                let k = k as usize;
+                if v.ready.len() <= k {
+                    v.ready.resize(k + 1, None);
+                }
+                if v.ready[k].is_some() {
+                    core.bytes.duplicate += bytes as f64;
+                } else if whole {
+                    v.ready[k] = Some(core.now);
+                }
+                let b = bytes as f64;
+                match source {
+                    Source::Peer => core.bytes.from_peers += b,
+                    Source::Broadcaster => core.bytes.from_broadcaster += b,
+                    Source::Origin => core.bytes.from_origin += b,
+                }
+            }
+        }
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(mut self) -> Report {
+        self.run_until(f64::INFINITY);
+        self.report()
+    }
+
+    /// The report of the run so far (normally called at the end).
+    pub fn report(&self) -> Report {
+        let core = &self.core;
+        let s = &core.scenario;
+        let end = s.duration_s;
+        let mut ttfb = Vec::new();
+        let mut lags = Vec::new();
+        let (mut stalled, mut watched, mut on_time, mut late) = (0.0, 0.0, 0u64, 0u64);
+        let mut upload_use = Vec::new();
+        for v in &core.viewers {
+            let until = v.left.unwrap_or(end);
+            // Playback runs one segment behind the live edge, so it cannot start before the segment after the
+            // first exists: a viewer that arrived before the stream had two segments waits for the stream, and
+            // that wait is not the network's time to first byte.
+            let next_made = v.first_seq.and_then(|first| core.segment_ready.get(first as usize + 1));
+            let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
+            let p = playback::evaluate(join, until, s.segment_s, &v.ready);
+            ttfb.extend(p.ttfb_s);
+            stalled += p.stalled_s;
+            watched += p.watched_s;
+            on_time += p.on_time;
+            late += p.late;
+            if let Some(first) = v.first_seq {
+                for (k, ready) in v.ready.iter().enumerate() {
+                    // Lag is the delivery of live segments: those made before the viewer came are not counted.
+                    match (ready, core.segment_ready.get(first as usize + k)) {
+                        (Some(ready), Some(made)) if *made >= v.joined => lags.push(ready - made),
+                        _ => {}
+                    }
+                }
+            }
+            let capacity = v.upload_x * s.bitrate_bytes() * (until - v.joined);
+            if capacity > 0.0 {
+                upload_use.push(v.uploaded / capacity);
+            }
+        }
+        let b = core.bytes;
+        let received = b.from_peers + b.from_broadcaster + b.from_origin;
+        let payload = received + b.duplicate;
+        Report {
+            name: s.name.clone(),
+            protocol: format!("{:?}", s.protocol),
+            viewers: s.viewers,
+            offload: (received > 0.0).then(|| b.from_peers / received),
+            ttfb_p50_s: quantile(&mut ttfb, 0.5),
+            ttfb_p95_s: quantile(&mut ttfb, 0.95),
+            rebuffer_ratio: (watched > 0.0).then(|| stalled / watched),
+            lag_p50_s: quantile(&mut lags, 0.5),
+            lag_p95_s: quantile(&mut lags, 0.95),
+            lag_p99_s: quantile(&mut lags, 0.99),
+            availability: (on_time + late > 0).then(|| on_time as f64 / (on_time + late) as f64),
+            duplicate_ratio: (payload > 0.0).then(|| b.duplicate / payload),
+            control_overhead_ratio: (payload > 0.0).then(|| b.control / payload),
+            origin_peak_mbps: Some(core.origin_per_second.iter().copied().fold(0.0, f64::max) * 8.0 / 1e6),
+            upload_fairness: jain_index(&upload_use),
+            supply_ratio: Some(s.supply_ratio()),
+            wall_s: self.started.elapsed().as_secs_f64(),
+            peak_rss_mb: peak_rss_mb(),
+            events: core.events,
+        }
+    }
+}

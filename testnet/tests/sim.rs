@@ -1,0 +1,79 @@
+//! The simulator: the committed scenarios are valid, a run is reproducible from its seed, and a CDN that can carry
+//! everyone gives smooth playback while one that cannot gives what its capacity allows.
+
+use std::path::Path;
+
+use streamrp2p_testnet::scenario::{Protocol, Scenario};
+use streamrp2p_testnet::sim::Simulation;
+use streamrp2p_testnet::strategies::CdnOnly;
+
+fn scenario(name: &str) -> Scenario {
+    Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap()
+}
+
+fn small_cdn(viewers: u32, origin_mbps: f64) -> Scenario {
+    Scenario {
+        name: "small-cdn".into(),
+        protocol: Protocol::CdnOnly,
+        viewers,
+        duration_s: 60.0,
+        join_window_s: 10.0,
+        churn_per_min: 0.2,
+        origin_mbps,
+        ..scenario("1k-cdn-only.toml")
+    }
+}
+
+#[test]
+fn every_committed_scenario_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        scenario(name);
+    }
+    for wanted in [
+        "50.toml",
+        "1k.toml",
+        "10k-churn.toml",
+        "100k.toml",
+        "1k-cdn-only.toml",
+        "1k-gossipsub-flood.toml",
+    ] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} is missing");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let a = Simulation::new(small_cdn(200, 200.0), CdnOnly::default()).run();
+    let b = Simulation::new(small_cdn(200, 200.0), CdnOnly::default()).run();
+    assert_eq!(a.deterministic_part(), b.deterministic_part());
+    let mut other_seed = small_cdn(200, 200.0);
+    other_seed.seed += 1;
+    let c = Simulation::new(other_seed, CdnOnly::default()).run();
+    assert_ne!(a.deterministic_part(), c.deterministic_part(), "the seed must matter");
+}
+
+#[test]
+fn an_ample_cdn_plays_smoothly_and_a_small_one_cannot() {
+    // 50 viewers need 125 Mbit/s; 1 Gbit/s carries them with room to spare.
+    let ample = Simulation::new(small_cdn(50, 1000.0), CdnOnly::default()).run();
+    assert_eq!(ample.offload, Some(0.0), "nothing comes from peers in cdn-only");
+    assert_eq!(ample.availability, Some(1.0), "{ample:?}");
+    assert_eq!(ample.rebuffer_ratio, Some(0.0), "{ample:?}");
+    // A segment is whole at the broadcaster, requested, and sent: two one-way latencies of at most 150 ms plus
+    // 625 kB at a share of the origin.
+    assert!(ample.lag_p99_s.unwrap() < 1.0, "{ample:?}");
+    assert!(ample.ttfb_p95_s.unwrap() < 1.0, "{ample:?}");
+    assert!(ample.origin_peak_mbps.unwrap() <= 1000.0 + 1e-6);
+
+    // 50 Mbit/s for 125 Mbit/s of demand: the origin runs flat out and viewers stall most of the time.
+    let starved = Simulation::new(small_cdn(50, 50.0), CdnOnly::default()).run();
+    assert!((starved.origin_peak_mbps.unwrap() - 50.0).abs() < 1e-6, "{starved:?}");
+    assert!(starved.availability.unwrap() < 0.6, "{starved:?}");
+    assert!(starved.rebuffer_ratio.unwrap() > 0.3, "{starved:?}");
+}
