@@ -36,6 +36,17 @@ pub enum Protocol {
     CdnOnly,
 }
 
+impl Protocol {
+    /// The name scenarios and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TreeMesh => "tree-mesh",
+            Self::GossipsubFlood => "gossipsub-flood",
+            Self::CdnOnly => "cdn-only",
+        }
+    }
+}
+
 /// A class of viewers by upload capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -456,7 +456,7 @@ impl<S: Strategy> Simulation<S> {
         let payload = received + b.duplicate;
         Report {
             name: s.name.clone(),
-            protocol: format!("{:?}", s.protocol),
+            protocol: s.protocol.name().to_owned(),
             viewers: s.viewers,
             offload: (received > 0.0).then(|| b.from_peers / received),
             ttfb_p50_s: quantile(&mut ttfb, 0.5),

@@ -2,6 +2,7 @@
 //! a summary and optionally writes the JSON report.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,7 +11,17 @@ use streamrp2p_testnet::scenario::{Protocol, Scenario};
 use streamrp2p_testnet::sim::{Simulation, Strategy};
 use streamrp2p_testnet::strategies::CdnOnly;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match run_scenario() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_scenario() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut scenario_path = None;
     let mut json = None;
@@ -29,7 +40,10 @@ fn main() -> Result<()> {
     let scenario = Scenario::load(&path)?;
     let report = match scenario.protocol {
         Protocol::CdnOnly => run(Simulation::new(scenario.clone(), CdnOnly::default())),
-        other => bail!("protocol {other:?} is not in the simulator yet; only cdn-only runs so far"),
+        other => bail!(
+            "protocol {} is not in the simulator yet; only cdn-only runs so far",
+            other.name()
+        ),
     };
     println!("{}", report.summary());
     if let Some(json) = json {
