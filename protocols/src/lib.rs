@@ -12,6 +12,7 @@
 //! - [`chunk`]: the request-response protocol `/streamrp2p/chunk/1.0.0` that moves blocks and manifests.
 //! - [`control`]: the small control messages carried on a stream's gossipsub topic (never segment bytes).
 //! - [`playback`]: the virtual player that turns segment arrival times into what a person would have seen.
+//! - [`treemesh`]: the stream's hybrid tree-mesh and block scheduler, which the node and the simulator both run.
 //!
 //! Every decoder here takes untrusted bytes, enforces a documented maximum size and returns a typed error instead
 //! of panicking; the property tests in `tests/` feed them arbitrary bytes.
@@ -25,6 +26,7 @@ pub mod playback;
 pub mod proto;
 pub mod segment;
 pub mod stream;
+pub mod treemesh;
 mod unixfs;
 
 pub use cid::Cid;

@@ -128,6 +128,9 @@ pub struct Network {
     free: Vec<usize>,
     next_version: u64,
     next_serial: u64,
+    /// Batch mode: rates are recomputed by [`Network::flush`], once for all changes at the same instant.
+    deferred: bool,
+    dirty: Vec<NodeId>,
 }
 
 impl Network {
@@ -215,7 +218,7 @@ impl Network {
             self.links[src].outgoing.push(id);
         }
         self.links[dst].incoming.push(id);
-        (id, self.rerate(now, src, dst))
+        (id, self.rerate_or_defer(now, src, dst))
     }
 
     /// Finishes the flow of `completion` when it is still current; a stale completion (the flow's rate changed
@@ -294,7 +297,7 @@ impl Network {
             self.links[flow.src].outgoing.retain(|f| *f != id);
         }
         self.links[flow.dst].incoming.retain(|f| *f != id);
-        self.rerate(now, flow.src, flow.dst)
+        self.rerate_or_defer(now, flow.src, flow.dst)
     }
 
     /// Brings a server's clock up to `now` and returns it.
@@ -327,9 +330,39 @@ impl Network {
 
     /// Assigns new rates to every per-flow flow at `a` or `b` (already settled at `now`), reschedules a server's
     /// first finisher, and returns the completions.
-    fn rerate(&mut self, now: f64, a: NodeId, b: NodeId) -> Vec<Completion> {
+    /// Batch mode on: [`Network::start`], [`Network::finish`] and [`Network::cancel`] return no completions, and
+    /// [`Network::flush`] recomputes the rates of every node they touched. A sender that finishes one transfer and
+    /// starts the next in the same instant then leaves its other flows' rates, and their completions, as they were.
+    pub fn set_deferred(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    /// Recomputes the rates at every node touched since the last flush; returns the changed completions.
+    pub fn flush(&mut self, now: f64) -> Vec<Completion> {
+        if self.dirty.is_empty() {
+            return Vec::new();
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let completions = self.rerate(now, &dirty);
+        dirty.clear();
+        self.dirty = dirty;
+        completions
+    }
+
+    fn rerate_or_defer(&mut self, now: f64, a: NodeId, b: NodeId) -> Vec<Completion> {
+        if self.deferred {
+            self.dirty.extend([a, b]);
+            Vec::new()
+        } else {
+            self.rerate(now, &[a, b])
+        }
+    }
+
+    fn rerate(&mut self, now: f64, nodes: &[NodeId]) -> Vec<Completion> {
         let mut touched: Vec<FlowId> = Vec::new();
-        for node in [a, b] {
+        for &node in nodes {
             let link = &self.links[node];
             touched.extend(link.outgoing.iter().chain(&link.incoming));
         }
@@ -343,9 +376,16 @@ impl Network {
             };
             let up = self.links[src].up / self.links[src].outgoing.len() as f64;
             let down = self.links[dst].down / self.links[dst].incoming.len() as f64;
+            let rate = up.min(down);
+            let flow = self.flows[id.0].as_ref().expect("listed flows exist");
+            if flow.version != 0 && flow.rate == rate {
+                // Same rate, same finish: its scheduled completion stands (most changes at a receiver with a wide
+                // downlink leave sender-limited flows as they were).
+                continue;
+            }
             let version = self.fresh_version();
             let flow = self.flows[id.0].as_mut().expect("listed flows exist");
-            flow.rate = up.min(down);
+            flow.rate = rate;
             flow.version = version;
             let at = if flow.remaining <= 0.0 {
                 now
@@ -356,7 +396,7 @@ impl Network {
             };
             completions.push(Completion { flow: id, at, version });
         }
-        for node in [a, b] {
+        for &node in nodes {
             if self.links[node].server.is_some() {
                 completions.extend(self.schedule_server(now, node));
             }

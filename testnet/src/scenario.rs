@@ -93,6 +93,9 @@ pub struct Scenario {
     pub download_x: f64,
     /// Upload classes; their shares add up to 1.
     pub upload: Vec<UploadClass>,
+    /// Block size in KiB (default: the protocol's, 256 KiB raw leaves as IPFS cuts them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_kib: Option<u32>,
 }
 
 /// Why a scenario is refused.
@@ -180,6 +183,17 @@ impl Scenario {
         if self.upload.is_empty() || self.upload.iter().any(|c| !(c.share >= 0.0 && c.x >= 0.0)) {
             return invalid("`[[upload]]` needs at least one class, each with share >= 0 and x >= 0".into());
         }
+        if self.block_kib.is_some_and(|k| !(4..=1024).contains(&k)) {
+            return invalid("`block_kib` must be between 4 and 1024".into());
+        }
+        let blocks = (self.segment_bytes() / f64::from(self.block_size())).ceil();
+        if blocks > f64::from(streamrp2p_protocols::treemesh::MAX_BLOCKS) {
+            return invalid(format!(
+                "a segment of {} bytes makes {blocks} blocks, more than the {} a segment may have: raise `block_kib`",
+                self.segment_bytes(),
+                streamrp2p_protocols::treemesh::MAX_BLOCKS
+            ));
+        }
         let shares: f64 = self.upload.iter().map(|c| c.share).sum();
         if (shares - 1.0).abs() > 1e-6 {
             return invalid(format!("`[[upload]]` shares must add up to 1, got {shares}"));
@@ -190,6 +204,12 @@ impl Scenario {
     /// Bytes per second of the stream.
     pub fn bitrate_bytes(&self) -> f64 {
         self.bitrate_kbps * 1000.0 / 8.0
+    }
+
+    /// Bytes of one block.
+    pub fn block_size(&self) -> u32 {
+        self.block_kib
+            .map_or(streamrp2p_protocols::segment::BLOCK_SIZE as u32, |kib| kib * 1024)
     }
 
     /// Bytes of one segment.

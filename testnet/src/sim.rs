@@ -14,6 +14,7 @@ use std::collections::BinaryHeap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use streamrp2p_protocols::playback;
+use streamrp2p_protocols::treemesh::SegmentInfo;
 
 use crate::network::{Completion, Finished, Network, NodeId};
 use crate::report::{Report, peak_rss_mb};
@@ -44,6 +45,8 @@ pub struct Viewer {
     pub first_seq: Option<u64>,
     /// When each segment from `first_seq` on became whole.
     pub ready: Vec<Option<f64>>,
+    /// Blocks held of each segment from `first_seq` on, bit `i` for block `i`.
+    pub blocks: Vec<u128>,
     /// Upload capacity as a multiple of the bitrate.
     pub upload_x: f64,
     /// Behind NAT: accepts no inbound connection.
@@ -82,19 +85,25 @@ enum Event {
     },
     Deliver {
         viewer: usize,
+        from: NodeId,
         seq: u64,
-        bytes: u64,
+        blocks: u128,
         source: Source,
-        whole: bool,
+        tag: u64,
     },
+    /// A strategy's control message arrives.
+    Message(u64),
+    /// A strategy's timer fires.
+    Timer(u64),
     /// Once a virtual second: what the origin sent in the last one.
     Sample,
 }
 
+/// A queue entry: the event itself waits in [`Core::pending`] so that the heap moves 24 bytes, not the event.
 struct Scheduled {
     at: f64,
     order: u64,
-    event: Event,
+    slot: u32,
 }
 
 impl PartialEq for Scheduled {
@@ -153,6 +162,8 @@ pub struct Core {
     /// Byte counts.
     pub bytes: Bytes,
     queue: BinaryHeap<Reverse<Scheduled>>,
+    pending: Vec<Option<Event>>,
+    free_slots: Vec<u32>,
     order: u64,
     events: u64,
     origin_per_second: Vec<f64>,
@@ -161,10 +172,20 @@ pub struct Core {
 impl Core {
     fn schedule(&mut self, at: f64, event: Event) {
         self.order += 1;
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.pending[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.pending.push(Some(event));
+                (self.pending.len() - 1) as u32
+            }
+        };
         self.queue.push(Reverse(Scheduled {
             at,
             order: self.order,
-            event,
+            slot,
         }));
     }
 
@@ -202,20 +223,69 @@ impl Core {
         self.schedule_completions(completions);
     }
 
-    /// Delivers `bytes` of segment `seq` to `viewer` one latency after a transfer from `src` finished; `whole` says
-    /// the segment is then complete at the viewer.
-    pub fn deliver(&mut self, src: NodeId, viewer: usize, seq: u64, bytes: u64, source: Source, whole: bool) {
+    /// Delivers `blocks` (a bitmap) of segment `seq` to `viewer` one latency after a transfer from `src` finished;
+    /// the strategy hears of it in [`Strategy::on_delivered`].
+    pub fn deliver(&mut self, src: NodeId, viewer: usize, seq: u64, blocks: u128, source: Source, tag: u64) {
         let at = self.now + self.latency(src, self.viewers[viewer].node);
         self.schedule(
             at,
             Event::Deliver {
                 viewer,
+                from: src,
                 seq,
-                bytes,
+                blocks,
                 source,
-                whole,
+                tag,
             },
         );
+    }
+
+    /// Sends a control message of `bytes` from `src` to `dst`: counted as control traffic, it reaches the
+    /// strategy's [`Strategy::on_message`] with `tag` one latency later (control messages are too small to load
+    /// the links in a flow-level model).
+    pub fn send_message(&mut self, src: NodeId, dst: NodeId, bytes: usize, tag: u64) {
+        self.bytes.control += bytes as f64;
+        let at = self.now + self.latency(src, dst);
+        self.schedule(at, Event::Message(tag));
+    }
+
+    /// Calls the strategy's [`Strategy::on_timer`] with `tag` at virtual time `at` (now, if `at` has passed).
+    pub fn set_timer(&mut self, at: f64, tag: u64) {
+        self.schedule(at.max(self.now), Event::Timer(tag));
+    }
+
+    /// Segment `seq` as the protocol sees it (every segment of a scenario has the same size).
+    pub fn segment_info(&self, seq: u64) -> SegmentInfo {
+        SegmentInfo {
+            seq,
+            bytes: self.segment_bytes() as u32,
+        }
+    }
+
+    /// Every block of a segment, as a bitmap.
+    pub fn all_blocks(&self) -> u128 {
+        let n = self.segment_info(0).blocks(self.scenario.block_size());
+        if n >= 128 { u128::MAX } else { (1u128 << n) - 1 }
+    }
+
+    /// Payload bytes of the blocks in `blocks`.
+    pub fn blocks_bytes(&self, blocks: u128) -> u64 {
+        let info = self.segment_info(0);
+        let size = self.scenario.block_size();
+        (0..info.blocks(size))
+            .filter(|b| blocks & (1u128 << b) != 0)
+            .map(|b| u64::from(info.block_bytes(b, size)))
+            .sum()
+    }
+
+    /// Whether `viewer` holds block `block` of segment `seq` (segments before its first count as held: it has no
+    /// use for them).
+    pub fn holds(&self, viewer: usize, seq: u64, block: u16) -> bool {
+        let v = &self.viewers[viewer];
+        match v.first_seq.and_then(|first| seq.checked_sub(first)) {
+            Some(k) => v.blocks.get(k as usize).is_some_and(|b| b & (1u128 << block) != 0),
+            None => true,
+        }
     }
 
     /// The newest segment whole at the broadcaster.
@@ -229,16 +299,28 @@ impl Core {
     }
 }
 
+thread_local! {
+    /// Debug: events by kind.
+    pub static DEBUG_COUNTS: std::cell::RefCell<[u64; 9]> = const { std::cell::RefCell::new([0; 9]) };
+}
+
 /// A protocol, as the simulator drives it.
 pub trait Strategy {
     /// A viewer joined (its `first_seq` is set when a segment exists).
     fn on_join(&mut self, core: &mut Core, viewer: usize);
-    /// A viewer left; its transfers were cancelled.
-    fn on_leave(&mut self, core: &mut Core, viewer: usize);
+    /// A viewer left; its transfers were cancelled (their tags are in `cancelled`).
+    fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>);
     /// The broadcaster has a new whole segment.
     fn on_segment(&mut self, core: &mut Core, seq: u64);
     /// A transfer finished at its receiver's end of the link (deliver it with [`Core::deliver`]).
     fn on_flow_finished(&mut self, core: &mut Core, finished: Finished);
+    /// Blocks reached a viewer (after the simulator counted them); `fresh` are those it did not hold before, `tag`
+    /// the one given to [`Core::deliver`].
+    fn on_delivered(&mut self, _core: &mut Core, _viewer: usize, _from: NodeId, _seq: u64, _fresh: u128, _tag: u64) {}
+    /// A control message sent with [`Core::send_message`] arrived.
+    fn on_message(&mut self, _core: &mut Core, _tag: u64) {}
+    /// A timer set with [`Core::set_timer`] fired.
+    fn on_timer(&mut self, _core: &mut Core, _tag: u64) {}
 }
 
 /// A simulation run of one scenario with one strategy.
@@ -246,12 +328,14 @@ pub struct Simulation<S> {
     core: Core,
     strategy: S,
     started: std::time::Instant,
+    debug: bool,
 }
 
 impl<S: Strategy> Simulation<S> {
     /// Sets up the scenario: the broadcaster, the origin, the viewers' arrivals and the segments.
     pub fn new(scenario: Scenario, strategy: S) -> Self {
         let mut net = Network::new();
+        net.set_deferred(true);
         let bitrate = scenario.bitrate_bytes();
         let origin = net.add_server(scenario.origin_mbps * 1e6 / 8.0);
         let broadcaster = net.add_node(scenario.broadcaster_upload_x * bitrate, f64::INFINITY);
@@ -265,6 +349,8 @@ impl<S: Strategy> Simulation<S> {
             segment_ready: Vec::new(),
             bytes: Bytes::default(),
             queue: BinaryHeap::new(),
+            pending: Vec::new(),
+            free_slots: Vec::new(),
             order: 0,
             events: 0,
             origin_per_second: Vec::new(),
@@ -288,6 +374,7 @@ impl<S: Strategy> Simulation<S> {
             core,
             strategy,
             started: std::time::Instant::now(),
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
         }
     }
 
@@ -298,12 +385,37 @@ impl<S: Strategy> Simulation<S> {
             if next.at > until.min(end) {
                 return next.at <= end;
             }
-            let Reverse(Scheduled { at, event, .. }) = self.core.queue.pop().expect("peeked");
+            let Reverse(Scheduled { at, slot, .. }) = self.core.queue.pop().expect("peeked");
+            let event = self.core.pending[slot as usize]
+                .take()
+                .expect("scheduled events are pending");
+            self.core.free_slots.push(slot);
             self.core.now = at;
             self.core.events += 1;
+            if self.debug {
+                let k = match &event {
+                    Event::Segment(_) => 0,
+                    Event::Join => 1,
+                    Event::Leave(_) => 2,
+                    Event::Flow(_) => 3,
+                    Event::StartFlow { .. } => 4,
+                    Event::Deliver { .. } => 5,
+                    Event::Message(_) => 6,
+                    Event::Timer(_) => 7,
+                    Event::Sample => 8,
+                };
+                DEBUG_COUNTS.with(|c| c.borrow_mut()[k] += 1);
+            }
             self.handle(event);
+            let completions = self.core.net.flush(self.core.now);
+            self.core.schedule_completions(completions);
         }
         false
+    }
+
+    /// The strategy under test.
+    pub fn strategy(&self) -> &S {
+        &self.strategy
     }
 
     /// Virtual time now.
@@ -341,6 +453,7 @@ impl<S: Strategy> Simulation<S> {
                     left: None,
                     first_seq,
                     ready: Vec::new(),
+                    blocks: Vec::new(),
                     upload_x,
                     nat,
                     uploaded: 0.0,
@@ -355,12 +468,14 @@ impl<S: Strategy> Simulation<S> {
             Event::Leave(viewer) => {
                 core.viewers[viewer].left = Some(core.now);
                 let node = core.viewers[viewer].node;
-                for (flow, _) in core.net.flows_of(node) {
+                let mut cancelled = Vec::new();
+                for (flow, tag) in core.net.flows_of(node) {
                     if let Some((_, completions)) = core.net.cancel(core.now, flow) {
                         core.schedule_completions(completions);
+                        cancelled.push(tag);
                     }
                 }
-                self.strategy.on_leave(core, viewer);
+                self.strategy.on_leave(core, viewer, cancelled);
                 // Churn replaces every leaver with a new joiner.
                 core.schedule(core.now, Event::Join);
             }
@@ -378,34 +493,46 @@ impl<S: Strategy> Simulation<S> {
             }
             Event::Deliver {
                 viewer,
+                from,
                 seq,
-                bytes,
+                blocks,
                 source,
-                whole,
+                tag,
             } => {
+                if !core.viewers[viewer].present() {
+                    return;
+                }
+                let all = core.all_blocks();
                 let v = &mut core.viewers[viewer];
-                if !v.present() {
-                    return;
-                }
-                let Some(k) = v.first_seq.and_then(|first| seq.checked_sub(first)) else {
-                    return;
+                // Blocks of segments before the viewer's first are not part of its playback, but still payload.
+                let held = match v.first_seq.and_then(|first| seq.checked_sub(first)) {
+                    Some(k) => {
+                        let k = k as usize;
+                        if v.ready.len() <= k {
+                            v.ready.resize(k + 1, None);
+                            v.blocks.resize(k + 1, 0);
+                        }
+                        let held = v.blocks[k];
+                        v.blocks[k] |= blocks;
+                        if v.ready[k].is_none() && v.blocks[k] & all == all {
+                            v.ready[k] = Some(core.now);
+                        }
+                        held
+                    }
+                    None => 0,
                 };
-                let k = k as usize;
-                if v.ready.len() <= k {
-                    v.ready.resize(k + 1, None);
-                }
-                if v.ready[k].is_some() {
-                    core.bytes.duplicate += bytes as f64;
-                } else if whole {
-                    v.ready[k] = Some(core.now);
-                }
-                let b = bytes as f64;
+                let fresh = core.blocks_bytes(blocks & !held) as f64;
+                core.bytes.duplicate += core.blocks_bytes(blocks & held) as f64;
                 match source {
-                    Source::Peer => core.bytes.from_peers += b,
-                    Source::Broadcaster => core.bytes.from_broadcaster += b,
-                    Source::Origin => core.bytes.from_origin += b,
+                    Source::Peer => core.bytes.from_peers += fresh,
+                    Source::Broadcaster => core.bytes.from_broadcaster += fresh,
+                    Source::Origin => core.bytes.from_origin += fresh,
                 }
+                let fresh = blocks & !held;
+                self.strategy.on_delivered(core, viewer, from, seq, fresh, tag);
             }
+            Event::Message(tag) => self.strategy.on_message(core, tag),
+            Event::Timer(tag) => self.strategy.on_timer(core, tag),
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use streamrp2p_testnet::scenario::{Protocol, Scenario};
 use streamrp2p_testnet::sim::Simulation;
-use streamrp2p_testnet::strategies::CdnOnly;
+use streamrp2p_testnet::strategies::{CdnOnly, GossipsubFlood, TreeMeshSim};
 
 fn scenario(name: &str) -> Scenario {
     Scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap()
@@ -76,4 +76,42 @@ fn an_ample_cdn_plays_smoothly_and_a_small_one_cannot() {
     assert!((starved.origin_peak_mbps.unwrap() - 50.0).abs() < 1e-6, "{starved:?}");
     assert!(starved.availability.unwrap() < 0.6, "{starved:?}");
     assert!(starved.rebuffer_ratio.unwrap() > 0.3, "{starved:?}");
+}
+
+fn small(protocol: Protocol) -> Scenario {
+    Scenario {
+        name: "small".into(),
+        protocol,
+        viewers: 100,
+        duration_s: 90.0,
+        join_window_s: 15.0,
+        churn_per_min: 0.05,
+        ..scenario("50.toml")
+    }
+}
+
+#[test]
+fn tree_mesh_carries_a_small_stream_from_peers_and_is_reproducible() {
+    let a = Simulation::new(small(Protocol::TreeMesh), TreeMeshSim::default()).run();
+    let b = Simulation::new(small(Protocol::TreeMesh), TreeMeshSim::default()).run();
+    assert_eq!(a.deterministic_part(), b.deterministic_part());
+    // A floor under what the tree-mesh does today, not the design's targets (issue 3 still owes those: this small
+    // run is dominated by its join phase, where the tree is still forming): most bytes from peers, the first segment
+    // fast (from the origin while the probes are out), little control traffic.
+    assert!(a.offload.unwrap() > 0.8, "{a:?}");
+    assert!(a.ttfb_p95_s.unwrap() < 1.0, "{a:?}");
+    assert!(a.availability.unwrap() > 0.85, "{a:?}");
+    assert!(a.rebuffer_ratio.unwrap() < 0.06, "{a:?}");
+    assert!(a.control_overhead_ratio.unwrap() < 0.03, "{a:?}");
+}
+
+#[test]
+fn gossipsub_flood_duplicates_what_the_tree_mesh_does_not() {
+    let tree = Simulation::new(small(Protocol::TreeMesh), TreeMeshSim::default()).run();
+    let flood = Simulation::new(small(Protocol::GossipsubFlood), GossipsubFlood::default()).run();
+    assert!(flood.offload.unwrap() > 0.5, "{flood:?}");
+    assert!(
+        flood.duplicate_ratio.unwrap() > 2.0 * tree.duplicate_ratio.unwrap(),
+        "flood {flood:?} tree {tree:?}"
+    );
 }

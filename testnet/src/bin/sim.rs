@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use streamrp2p_testnet::report::Report;
 use streamrp2p_testnet::scenario::{Protocol, Scenario};
 use streamrp2p_testnet::sim::{Simulation, Strategy};
-use streamrp2p_testnet::strategies::CdnOnly;
+use streamrp2p_testnet::strategies::{CdnOnly, GossipsubFlood, TreeMeshSim};
 
 fn main() -> ExitCode {
     match run_scenario() {
@@ -40,12 +40,47 @@ fn run_scenario() -> Result<()> {
     let scenario = Scenario::load(&path)?;
     let report = match scenario.protocol {
         Protocol::CdnOnly => run(Simulation::new(scenario.clone(), CdnOnly::default())),
-        other => bail!(
-            "protocol {} is not in the simulator yet; only cdn-only runs so far",
-            other.name()
-        ),
+        Protocol::TreeMesh if std::env::var_os("SIM_DEBUG").is_some() => {
+            let tune = std::env::var("SIM_TUNE").unwrap_or_default();
+            let mut sim = Simulation::new(
+                scenario.clone(),
+                TreeMeshSim::new(move |c| {
+                    for kv in tune.split(',').filter(|kv| !kv.is_empty()) {
+                        let (k, v) = kv.split_once('=').expect("k=v");
+                        let v: f64 = v.parse().expect("number");
+                        match k {
+                            "child_rate_x" => c.child_rate_x = v,
+                            "root_child_rate_x" => c.root_child_rate_x = v,
+                            "stable_after_s" => c.stable_after_s = v,
+                            "mesh_degree" => c.mesh_degree = v as usize,
+                            "deadline_margin_s" => c.deadline_margin_s = v,
+                            _ => panic!("unknown {k}"),
+                        }
+                    }
+                }),
+            );
+            let mut t = 0.0;
+            while sim.run_until(t) {
+                t += 5.0;
+                if t % 60.0 == 0.0 {
+                    eprintln!("t={t}: {}", sim.strategy().topology());
+                }
+            }
+            sim.report()
+        }
+        Protocol::TreeMesh => run(Simulation::new(scenario.clone(), TreeMeshSim::default())),
+        Protocol::GossipsubFlood => run(Simulation::new(scenario.clone(), GossipsubFlood::default())),
     };
     println!("{}", report.summary());
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        streamrp2p_testnet::sim::DEBUG_COUNTS.with(|c| {
+            eprintln!(
+                "segment join leave flow startflow deliver message timer sample: {:?}",
+                c.borrow()
+            )
+        });
+        streamrp2p_testnet::strategies::MSG_COUNTS.with(|c| eprintln!("{:?}", c.borrow()));
+    }
     if let Some(json) = json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(&json, text + "\n").with_context(|| format!("cannot write {}", json.display()))?;

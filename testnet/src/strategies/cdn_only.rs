@@ -45,7 +45,7 @@ impl Strategy for CdnOnly {
         self.fetch_next(core, viewer);
     }
 
-    fn on_leave(&mut self, _: &mut Core, _: usize) {}
+    fn on_leave(&mut self, _: &mut Core, _: usize, _: Vec<u64>) {}
 
     fn on_segment(&mut self, core: &mut Core, seq: u64) {
         for viewer in 0..self.next.len() {
@@ -57,7 +57,8 @@ impl Strategy for CdnOnly {
 
     fn on_flow_finished(&mut self, core: &mut Core, finished: Finished) {
         let (viewer, seq) = untag(finished.tag);
-        core.deliver(finished.src, viewer, seq, finished.bytes, Source::Origin, true);
+        let all = core.all_blocks();
+        core.deliver(finished.src, viewer, seq, all, Source::Origin, 0);
         // The response reaches the player one latency later; its next request leaves then and takes as long again
         // to reach the origin, which `request` adds.
         self.next[viewer].0 = seq + 1;

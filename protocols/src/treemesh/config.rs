@@ -1,0 +1,144 @@
+//! What a peer brings to the stream: its role, its upload budget and its owner's resource policy.
+
+/// What the owner of a node allows it to spend. The node sets it from its options (`--max-upload-kbps`,
+/// `--metered`, `--background`, `--max-ratio`) and may change it at any time ([`super::Input::Policy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// Upper bound on upload, bytes per second (`None`: the measured capacity).
+    pub max_upload: Option<f64>,
+    /// Metered network: upload nothing at all (no children, no pulls served).
+    pub metered: bool,
+    /// Background mode (a phone with the screen off): a quarter of the budget, never in the backbone.
+    pub background: bool,
+    /// Stop serving once uploaded bytes exceed this multiple of downloaded bytes.
+    pub max_ratio: Option<f64>,
+}
+
+/// The share of its budget a node in background mode keeps.
+pub const BACKGROUND_SHARE: f64 = 0.25;
+
+/// Whether the node is the stream's root or one of its viewers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The broadcaster: holds every segment as soon as it is made; the backbone's root.
+    Broadcaster,
+    /// A viewer.
+    Viewer,
+}
+
+/// Tunables of the tree-mesh. The defaults are the ones the simulator's scenarios were run with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Root or viewer.
+    pub role: Role,
+    /// The stream's bitrate in bytes per second (from its signed info).
+    pub bitrate: f64,
+    /// Segment duration, seconds.
+    pub segment_s: f64,
+    /// Block size the stream's segments are cut into (the last block of a segment may be shorter).
+    pub block_size: u32,
+    /// Upload capacity, bytes per second (measured by the node; the scenario's class in the simulator).
+    pub upload_capacity: f64,
+    /// Whether this node accepts inbound connections (false behind a NAT without a mapping).
+    pub reachable: bool,
+    /// Whether the stream has an HTTP origin to fall back on.
+    pub has_origin: bool,
+    /// The owner's resource policy.
+    pub policy: Policy,
+    /// Upload a child is promised, as a multiple of the bitrate: the headroom that lets pushes run ahead of
+    /// playback. A node's child slots are `budget / (child_rate_x * bitrate)`.
+    pub child_rate_x: f64,
+    /// The same for the broadcaster's children: fewer, faster children at the root shorten every path.
+    pub root_child_rate_x: f64,
+    /// A viewer has proven stable after this long in the stream (mTreebone's age threshold).
+    pub stable_after_s: f64,
+    /// Fewest child slots that make a viewer worth placing in the backbone.
+    pub backbone_min_slots: u32,
+    /// Mesh neighbours a peer keeps (it accepts up to twice as many inbound).
+    pub mesh_degree: usize,
+    /// Peers probed when joining or when out of candidates.
+    pub probe_count: usize,
+    /// How long to wait for probe answers before choosing with what has arrived.
+    pub probe_wait_s: f64,
+    /// Time to wait for an attach answer before trying the next candidate.
+    pub attach_timeout_s: f64,
+    /// A pull not answered by then is given up and asked elsewhere.
+    pub pull_timeout_s: f64,
+    /// Pulls in flight at once, over all neighbours.
+    pub max_pulls: usize,
+    /// Pulls in flight to one neighbour.
+    pub max_pulls_per_peer: usize,
+    /// Segments' worth of blocks queued for one child before it counts as too slow and is let go.
+    pub child_queue_segments: f64,
+    /// Discovery is asked at most this often.
+    pub find_interval_s: f64,
+    /// Safety margin kept before a playback deadline when deciding to fetch from the origin.
+    pub deadline_margin_s: f64,
+    /// Segments held for others, behind the newest.
+    pub window_segments: u64,
+    /// Fetch the first segment from the origin while peers are still being probed (it is one round trip away,
+    /// the peers two).
+    pub first_segment_from_origin: bool,
+    /// Interval of the maintenance tick (adverts, parent quality, promotion).
+    pub tick_s: f64,
+}
+
+impl Config {
+    /// Defaults for a stream of `bitrate` bytes per second cut into `segment_s` segments of `block_size` blocks.
+    pub fn new(role: Role, bitrate: f64, segment_s: f64, block_size: u32, upload_capacity: f64) -> Self {
+        Self {
+            role,
+            bitrate,
+            segment_s,
+            block_size,
+            upload_capacity,
+            reachable: true,
+            has_origin: true,
+            policy: Policy::default(),
+            child_rate_x: 1.5,
+            root_child_rate_x: 3.0,
+            stable_after_s: 4.0,
+            backbone_min_slots: 2,
+            mesh_degree: 4,
+            probe_count: 8,
+            probe_wait_s: 0.4,
+            attach_timeout_s: 1.0,
+            pull_timeout_s: 3.0,
+            max_pulls: 8,
+            max_pulls_per_peer: 3,
+            child_queue_segments: 2.0,
+            find_interval_s: 3.0,
+            deadline_margin_s: 0.3,
+            window_segments: 30,
+            first_segment_from_origin: true,
+            tick_s: 2.0,
+        }
+    }
+
+    /// Upload this node may spend now, bytes per second, under its policy.
+    pub fn budget(&self) -> f64 {
+        let p = &self.policy;
+        if p.metered {
+            return 0.0;
+        }
+        let mut budget = p
+            .max_upload
+            .map_or(self.upload_capacity, |m| m.min(self.upload_capacity));
+        if p.background {
+            budget *= BACKGROUND_SHARE;
+        }
+        budget.max(0.0)
+    }
+
+    /// Child slots the budget pays for at the promised per-child rate.
+    pub fn child_slots(&self) -> u32 {
+        let rate = match self.role {
+            Role::Broadcaster => self.root_child_rate_x,
+            Role::Viewer => self.child_rate_x,
+        } * self.bitrate;
+        if rate <= 0.0 {
+            return 0;
+        }
+        (self.budget() / rate).floor().min(64.0) as u32
+    }
+}

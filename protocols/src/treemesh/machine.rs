@@ -1,0 +1,513 @@
+//! The state machine's shape: what goes in, what comes out, and the dispatch between the two.
+
+use std::collections::VecDeque;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{Config, Policy, Role};
+use super::message::{Advert, Message, SegmentInfo};
+use super::peers::Peers;
+use super::window::{Player, Window};
+
+/// What identifies a peer: a libp2p `PeerId` in the node, an index in the simulator.
+pub trait PeerId: Copy + Eq + Ord + std::fmt::Debug {}
+
+impl<T: Copy + Eq + Ord + std::fmt::Debug> PeerId for T {}
+
+/// Where a block came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockSource<P> {
+    /// A peer pushed or served it.
+    Peer(P),
+    /// The HTTP origin.
+    Origin,
+}
+
+/// Which kind of upload ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadKind {
+    /// A block pushed to a child.
+    Push,
+    /// A block served to a pull.
+    Serve,
+}
+
+/// Something that happened, handed to the machine with the time it happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input<P> {
+    /// Start watching: the newest segments of the stream's manifest and some of its peers (from the DHT), with
+    /// whether each accepts inbound connections.
+    Join {
+        /// The newest manifest entries, oldest first.
+        tail: Vec<SegmentInfo>,
+        /// Peers of the stream.
+        candidates: Vec<(P, bool)>,
+    },
+    /// More peers of the stream, in answer to [`Output::FindPeers`].
+    Candidates(Vec<(P, bool)>),
+    /// The broadcaster made a segment (broadcaster only): every block is held.
+    Published(SegmentInfo),
+    /// A control message arrived.
+    Message {
+        /// Sender.
+        from: P,
+        /// The message.
+        message: Message<P>,
+    },
+    /// A block arrived and was verified against its CID.
+    Block {
+        /// Who sent it.
+        from: BlockSource<P>,
+        /// Its segment.
+        segment: SegmentInfo,
+        /// Its index.
+        block: u16,
+    },
+    /// An upload this machine asked for ended (sent, or failed with its connection).
+    Uploaded {
+        /// The receiver.
+        to: P,
+        /// Push or serve.
+        kind: UploadKind,
+    },
+    /// A fetch from the origin failed.
+    OriginFailed {
+        /// The segment.
+        segment: SegmentInfo,
+        /// The block.
+        block: u16,
+    },
+    /// The connection to a peer is gone (it left, crashed or was banned).
+    PeerGone(P),
+    /// The owner changed the resource policy.
+    Policy(Policy),
+}
+
+/// What the machine asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<P> {
+    /// Send a control message.
+    Send {
+        /// Receiver.
+        to: P,
+        /// Message.
+        message: Message<P>,
+    },
+    /// Push a block we hold to a child; answer with [`Input::Uploaded`] when it is sent.
+    Push {
+        /// The child.
+        to: P,
+        /// The segment.
+        segment: SegmentInfo,
+        /// The block.
+        block: u16,
+    },
+    /// Send a block to a peer that pulled it; answer with [`Input::Uploaded`].
+    Serve {
+        /// The puller.
+        to: P,
+        /// The segment.
+        segment: SegmentInfo,
+        /// The block.
+        block: u16,
+    },
+    /// Fetch a block from the HTTP origin (a byte-range request); answer with [`Input::Block`] or
+    /// [`Input::OriginFailed`].
+    FetchOrigin {
+        /// The segment.
+        segment: SegmentInfo,
+        /// The block.
+        block: u16,
+    },
+    /// Find more peers of the stream (DHT providers); answer with [`Input::Candidates`].
+    FindPeers,
+    /// A segment is whole: hand it to the player.
+    SegmentComplete(SegmentInfo),
+}
+
+/// Counters for status pages and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Payload bytes uploaded (pushed and served).
+    pub uploaded: f64,
+    /// Payload bytes received from peers.
+    pub from_peers: f64,
+    /// Payload bytes received from the origin.
+    pub from_origin: f64,
+    /// Payload bytes received for blocks already held.
+    pub duplicate: f64,
+    /// Control bytes sent.
+    pub control_sent: f64,
+    /// Times the parent was replaced.
+    pub parent_changes: u64,
+}
+
+/// A child and the blocks waiting to be pushed to it.
+#[derive(Clone, Debug)]
+pub(super) struct Child<P> {
+    pub(super) id: P,
+    pub(super) from_seq: u64,
+    pub(super) queue: VecDeque<(SegmentInfo, u16)>,
+    pub(super) in_flight: bool,
+    pub(super) spare: u32,
+    pub(super) backbone: bool,
+    pub(super) reachable: bool,
+}
+
+/// The parent and what it pushes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Parent<P> {
+    pub(super) id: P,
+    pub(super) from_seq: u64,
+    /// Segments it pushed late lately.
+    pub(super) strikes: u8,
+    /// When it accepted us.
+    pub(super) since: f64,
+}
+
+/// An attach request in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Attempt<P> {
+    pub(super) id: P,
+    pub(super) from_seq: u64,
+    pub(super) deadline: f64,
+}
+
+/// A pull in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pull<P> {
+    pub(super) from: P,
+    pub(super) seq: u64,
+    pub(super) block: u16,
+    pub(super) deadline: f64,
+}
+
+/// An origin fetch in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OriginFetch {
+    pub(super) seq: u64,
+    pub(super) block: u16,
+    pub(super) sent_at: f64,
+}
+
+/// One peer's part in one stream's tree-mesh. See the [module documentation](super) for the algorithm.
+#[derive(Clone, Debug)]
+pub struct TreeMesh<P> {
+    pub(super) cfg: Config,
+    pub(super) me: P,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) now: f64,
+    pub(super) joined_at: f64,
+    pub(super) joined: bool,
+    // The tree.
+    pub(super) parent: Option<Parent<P>>,
+    pub(super) attempt: Option<Attempt<P>>,
+    pub(super) children: Vec<Child<P>>,
+    /// Path from the root of its tree (itself excluded).
+    pub(super) path: Vec<P>,
+    /// Whether that root is the broadcaster.
+    pub(super) rooted: bool,
+    pub(super) backbone: bool,
+    /// What neighbours were last told (backbone, spare > 0, connected), to advertise only changes.
+    pub(super) advertised: (bool, bool, bool),
+    // The mesh.
+    pub(super) peers: Peers<P>,
+    pub(super) probe_until: Option<f64>,
+    pub(super) finding: bool,
+    /// Discovery was last asked then.
+    pub(super) last_find: f64,
+    pub(super) pulls: Vec<Pull<P>>,
+    pub(super) serving: usize,
+    // The data.
+    pub(super) window: Window,
+    pub(super) player: Player,
+    pub(super) origin: Vec<OriginFetch>,
+    /// How long one block fetch from the origin takes, round trip included (moving average).
+    pub(super) origin_took_s: f64,
+    /// The origin failed: leave it alone until then.
+    pub(super) origin_down_until: f64,
+    pub(super) next_tick: f64,
+    pub(super) counters: Counters,
+    pub(super) out: VecDeque<Output<P>>,
+}
+
+impl<P: PeerId> TreeMesh<P> {
+    /// A machine for peer `me`, its randomness seeded by `seed`, created at `now`.
+    pub fn new(me: P, cfg: Config, seed: u64, now: f64) -> Self {
+        let broadcaster = cfg.role == Role::Broadcaster;
+        let tick = cfg.tick_s;
+        Self {
+            me,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now,
+            joined_at: now,
+            joined: broadcaster,
+            parent: None,
+            attempt: None,
+            children: Vec::new(),
+            path: Vec::new(),
+            rooted: broadcaster,
+            backbone: broadcaster,
+            advertised: (broadcaster, true, broadcaster),
+            peers: Peers::default(),
+            probe_until: None,
+            finding: false,
+            last_find: f64::NEG_INFINITY,
+            pulls: Vec::new(),
+            serving: 0,
+            window: Window::default(),
+            player: Player::default(),
+            origin: Vec::new(),
+            origin_took_s: 0.3,
+            origin_down_until: 0.0,
+            next_tick: now + tick,
+            counters: Counters::default(),
+            out: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    /// Handles one input at time `now` (seconds on the driver's monotonic clock, never going back).
+    pub fn handle(&mut self, now: f64, input: Input<P>) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Join { tail, candidates } => self.on_join(tail, candidates),
+            Input::Candidates(candidates) => self.on_candidates(candidates),
+            Input::Published(segment) => self.on_published(segment),
+            Input::Message { from, message } => self.on_message(from, message),
+            Input::Block { from, segment, block } => self.on_block(from, segment, block),
+            Input::Uploaded { to, kind } => self.on_uploaded(to, kind),
+            Input::OriginFailed { segment, block } => self.on_origin_failed(segment, block),
+            Input::PeerGone(peer) => self.on_peer_gone(peer),
+            Input::Policy(policy) => {
+                self.cfg.policy = policy;
+                self.check_role();
+            }
+        }
+    }
+
+    /// Runs what is due at `now`; call it when [`Self::poll_timeout`]'s time comes.
+    pub fn handle_timeout(&mut self, now: f64) {
+        self.now = self.now.max(now);
+        if self.now >= self.next_tick {
+            self.next_tick = self.now + self.cfg.tick_s;
+            self.tick();
+        }
+        self.expire();
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<f64> {
+        let mut next = self.next_tick;
+        let mut consider = |t: f64| {
+            if t < next {
+                next = t;
+            }
+        };
+        if let Some(t) = self.probe_until {
+            consider(t);
+        }
+        if let Some(a) = self.attempt {
+            consider(a.deadline);
+        }
+        for p in &self.pulls {
+            consider(p.deadline);
+        }
+        if self.joined && self.cfg.role == Role::Viewer {
+            for seg in self.window.iter_incomplete() {
+                if let Some((rescue, origin)) = self.check_times(seg) {
+                    if !seg.rescue && rescue > self.now {
+                        consider(rescue);
+                    }
+                    if origin > self.now && seg.unrequested() != 0 {
+                        consider(origin);
+                    }
+                }
+            }
+        }
+        Some(next.max(self.now))
+    }
+
+    /// The configuration, with the current policy.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Byte counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The parent, if attached.
+    pub fn parent(&self) -> Option<P> {
+        self.parent.map(|p| p.id)
+    }
+
+    /// The children.
+    pub fn children(&self) -> impl Iterator<Item = P> + '_ {
+        self.children.iter().map(|c| c.id)
+    }
+
+    /// Mesh neighbours.
+    pub fn neighbours(&self) -> impl Iterator<Item = P> + '_ {
+        self.peers.mesh().map(|k| k.id)
+    }
+
+    /// Whether this peer is in the backbone (takes children); the broadcaster always is.
+    pub fn is_backbone(&self) -> bool {
+        self.backbone
+    }
+
+    /// Hops from the broadcaster, when connected to it.
+    pub fn depth(&self) -> Option<usize> {
+        self.rooted.then_some(self.path.len())
+    }
+
+    /// Whether segment `seq` is whole here.
+    pub fn has_segment(&self, seq: u64) -> bool {
+        self.window.get(seq).is_some_and(|s| s.is_complete())
+    }
+
+    /// Peers this one has a link with (parent, children, neighbours): those to tell when it goes.
+    pub fn linked(&self) -> Vec<P> {
+        let mut linked: Vec<P> = self.parent.iter().map(|p| p.id).collect();
+        linked.extend(self.attempt.map(|a| a.id));
+        linked.extend(self.children.iter().map(|c| c.id));
+        linked.extend(self.peers.mesh().map(|k| k.id));
+        linked.extend(self.pulls.iter().map(|p| p.from));
+        linked.sort();
+        linked.dedup();
+        linked
+    }
+
+    pub(super) fn send(&mut self, to: P, message: Message<P>) {
+        self.counters.control_sent += message.wire_size() as f64;
+        self.out.push_back(Output::Send { to, message });
+    }
+
+    /// This peer's advert.
+    pub(super) fn advert(&self) -> Advert<P> {
+        let (newest, oldest) = self.window.complete_range();
+        Advert {
+            path: self.path.clone(),
+            rooted: self.rooted,
+            backbone: self.backbone,
+            spare_slots: self.spare_slots(),
+            leaf_children: self.children.iter().filter(|c| !c.backbone).count() as u32,
+            reachable: self.cfg.reachable,
+            newest,
+            oldest,
+        }
+    }
+
+    /// Whether a link between this peer and one that is (not) `reachable` can be made.
+    pub(super) fn can_link(&self, reachable: bool) -> bool {
+        self.cfg.reachable || reachable
+    }
+
+    fn on_message(&mut self, from: P, message: Message<P>) {
+        if let Some(k) = self.peers.get_mut(from) {
+            k.seen = self.now;
+        }
+        match message {
+            Message::Probe => {
+                let peers = self.sample_peers(from, 4);
+                let advert = self.advert();
+                self.send(from, Message::ProbeReply { advert, peers });
+            }
+            Message::ProbeReply { advert, peers } => self.on_probe_reply(from, advert, peers),
+            Message::Attach {
+                from_seq,
+                reachable,
+                slots,
+            } => self.on_attach(from, from_seq, reachable, slots),
+            Message::Displaced { try_instead } => self.on_displaced(from, try_instead),
+            Message::Accepted { advert } => self.on_accepted(from, advert),
+            Message::Rejected { try_instead, .. } => self.on_rejected(from, try_instead),
+            Message::Detach => self.on_detach(from),
+            Message::Update { advert } => self.on_update(from, advert),
+            Message::MeshJoin { advert } => self.on_mesh_join(from, advert),
+            Message::MeshReply { accepted, advert } => self.on_mesh_reply(from, accepted, advert),
+            Message::MeshLeave => {
+                if let Some(k) = self.peers.get_mut(from) {
+                    k.mesh = false;
+                }
+            }
+            Message::Have { segment, blocks } => self.on_have(from, segment, blocks),
+            Message::Want { segment, block } => self.on_want(from, segment, block),
+            Message::Refused { seq, block, reason } => self.on_refused(from, seq, block, reason),
+        }
+    }
+
+    fn on_peer_gone(&mut self, peer: P) {
+        self.children.retain(|c| c.id != peer);
+        if self.parent.is_some_and(|p| p.id == peer) {
+            self.lose_parent();
+        }
+        if self.attempt.is_some_and(|a| a.id == peer) {
+            self.attempt = None;
+        }
+        self.drop_pulls_from(peer);
+        self.peers.remove(peer);
+    }
+
+    /// The maintenance tick: role, parent, mesh, adverts.
+    fn tick(&mut self) {
+        if !self.joined {
+            return;
+        }
+        self.check_role();
+        if self.cfg.role == Role::Viewer {
+            if self.parent.is_none() && self.attempt.is_none() {
+                self.try_attach();
+            } else {
+                self.consider_jump();
+            }
+            self.fill_mesh();
+        }
+        self.advertise_changes();
+    }
+
+    /// Upload budget left for pulls after the children's promised rate.
+    pub(super) fn spare_budget(&self) -> f64 {
+        let rate = match self.cfg.role {
+            Role::Broadcaster => self.cfg.root_child_rate_x,
+            Role::Viewer => self.cfg.child_rate_x,
+        } * self.cfg.bitrate;
+        (self.cfg.budget() - rate * self.children.len() as f64).max(0.0)
+    }
+
+    /// Whether the policy's upload/download ratio allows uploading more.
+    pub(super) fn ratio_allows(&self) -> bool {
+        let downloaded = self.counters.from_peers + self.counters.from_origin;
+        self.cfg
+            .policy
+            .max_ratio
+            .is_none_or(|r| self.counters.uploaded <= r * downloaded.max(1.0))
+    }
+
+    /// Chooses a few known peers other than `except` at random, for peer exchange.
+    fn sample_peers(&mut self, except: P, n: usize) -> Vec<(P, bool)> {
+        use rand::seq::IndexedRandom;
+        let pool: Vec<(P, bool)> = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| k.id != except)
+            .map(|k| (k.id, k.reachable))
+            .chain(
+                self.children
+                    .iter()
+                    .filter(|c| c.id != except)
+                    .map(|c| (c.id, c.reachable)),
+            )
+            .collect();
+        pool.choose_multiple(&mut self.rng, n).copied().collect()
+    }
+}

@@ -1,0 +1,364 @@
+//! The mesh: a few neighbours per peer that tell each other which segments they hold (HAVE) and pull missing
+//! blocks from each other, urgent first, then rarest first; and the answers to pulls, within the upload budget.
+
+use super::config::Role;
+use super::machine::{BlockSource, OriginFetch, PeerId, Pull, TreeMesh};
+use super::message::{Advert, Message, Refusal, SegmentInfo};
+use super::tree::UNMEASURED_LATENCY_S;
+
+/// Segments due later than this many segment durations from now are not urgent: among them, rarest first.
+const URGENT_SEGMENTS: f64 = 2.0;
+/// A peer that refused to be a mesh neighbour is not asked again for this long.
+const MESH_RETRY_S: f64 = 30.0;
+/// A peer that refused a pull is not asked again for this long.
+const BUSY_BACKOFF_S: f64 = 1.0;
+
+impl<P: PeerId> TreeMesh<P> {
+    /// Asks the nearest known peers to be mesh neighbours until there are `mesh_degree` of them.
+    pub(super) fn fill_mesh(&mut self) {
+        let have = self.peers.mesh().count();
+        let asking = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| !k.mesh && k.asked_at.is_some())
+            .count();
+        let wanted = self.cfg.mesh_degree.saturating_sub(have + asking);
+        if wanted == 0 {
+            return;
+        }
+        let mut candidates: Vec<(f64, P)> = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| {
+                !k.mesh
+                    && k.asked_at.is_none()
+                    && k.busy_until <= self.now
+                    && k.depth != Some(0)
+                    && self.can_link(k.reachable)
+            })
+            .map(|k| {
+                (
+                    k.latency.unwrap_or(UNMEASURED_LATENCY_S) + f64::from(k.strikes) * 0.05,
+                    k.id,
+                )
+            })
+            .collect();
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let advert = self.advert();
+        let now = self.now;
+        for (_, id) in candidates.into_iter().take(wanted) {
+            if let Some(k) = self.peers.get_mut(id) {
+                k.asked_at = Some(now);
+            }
+            self.send(id, Message::MeshJoin { advert: advert.clone() });
+        }
+    }
+
+    pub(super) fn on_mesh_join(&mut self, from: P, advert: Advert<P>) {
+        let room = self.cfg.role == Role::Viewer && self.peers.mesh().count() < 2 * self.cfg.mesh_degree;
+        let now = self.now;
+        let pinned = self.pinned_fn();
+        let accepted = room
+            && match self.peers.entry(from, advert.reachable, now, pinned) {
+                Some(k) => {
+                    k.apply(&advert, now);
+                    k.mesh = true;
+                    true
+                }
+                None => false,
+            };
+        let advert = self.advert();
+        self.send(from, Message::MeshReply { accepted, advert });
+        if accepted {
+            self.pump_pulls();
+        }
+    }
+
+    pub(super) fn on_mesh_reply(&mut self, from: P, accepted: bool, advert: Advert<P>) {
+        let now = self.now;
+        if let Some(k) = self.peers.get_mut(from) {
+            if let Some(asked) = k.asked_at.take() {
+                k.latency = Some((now - asked) / 2.0);
+            }
+            k.apply(&advert, now);
+            k.mesh = accepted;
+            if !accepted {
+                // Full: do not ask again soon (the next tick asks someone else).
+                k.busy_until = now + MESH_RETRY_S;
+            }
+        }
+        if accepted {
+            self.pump_pulls();
+        }
+    }
+
+    pub(super) fn on_have(&mut self, from: P, segment: SegmentInfo, blocks: u128) {
+        self.learn(segment);
+        let whole = self.window.get(segment.seq).is_none_or(|s| blocks == s.all());
+        if let Some(k) = self.peers.get_mut(from) {
+            if whole {
+                k.newest = Some(k.newest.map_or(segment.seq, |n| n.max(segment.seq)));
+                k.oldest = Some(k.oldest.map_or(segment.seq, |o| o.min(segment.seq)));
+            }
+        }
+        self.pump_pulls();
+    }
+
+    /// A segment heard of: put it in the window when it is one this peer plays.
+    pub(super) fn learn(&mut self, segment: SegmentInfo) {
+        if self.cfg.role != Role::Viewer || !self.joined {
+            return;
+        }
+        let start = *self.player.start.get_or_insert(segment.seq);
+        if segment.seq >= start {
+            self.window
+                .insert(segment, self.cfg.block_size, self.cfg.window_segments);
+        }
+    }
+
+    /// A pull arrived: serve it if the block is here and the budget allows, else say why not.
+    pub(super) fn on_want(&mut self, from: P, segment: SegmentInfo, block: u16) {
+        let held = self
+            .window
+            .get(segment.seq)
+            .is_some_and(|s| s.have & (1u128 << block) != 0);
+        let reason = if !held {
+            Some(Refusal::Missing)
+        } else if !self.can_serve() {
+            Some(Refusal::Busy)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                let seq = segment.seq;
+                self.send(from, Message::Refused { seq, block, reason });
+            }
+            None => {
+                self.serving += 1;
+                self.counters.uploaded += f64::from(segment.block_bytes(block, self.cfg.block_size));
+                self.out.push_back(super::Output::Serve {
+                    to: from,
+                    segment,
+                    block,
+                });
+            }
+        }
+    }
+
+    /// Pulls served at once: one, plus one per bitrate of budget the children leave free.
+    fn can_serve(&self) -> bool {
+        let budget = self.cfg.budget();
+        if budget <= 0.0 || !self.ratio_allows() {
+            return false;
+        }
+        let extra = (self.spare_budget() / self.cfg.bitrate).floor() as usize;
+        self.serving < 1 + extra
+    }
+
+    pub(super) fn on_refused(&mut self, from: P, seq: u64, block: u16, reason: Refusal) {
+        self.end_pull(from, seq, block);
+        let now = self.now;
+        if let Some(k) = self.peers.get_mut(from) {
+            k.strikes = k.strikes.saturating_add(1);
+            k.busy_until = now + BUSY_BACKOFF_S;
+            if reason == Refusal::Missing && k.newest.is_some_and(|n| n >= seq) {
+                // It does not hold what it announced (it dropped it, or we guessed from a range): stop assuming.
+                k.oldest = Some(seq + 1);
+            }
+        }
+        self.pump_pulls();
+    }
+
+    /// Forgets a pull in flight.
+    fn end_pull(&mut self, from: P, seq: u64, block: u16) -> bool {
+        let Some(i) = self
+            .pulls
+            .iter()
+            .position(|p| p.from == from && p.seq == seq && p.block == block)
+        else {
+            return false;
+        };
+        self.pulls.swap_remove(i);
+        if let Some(seg) = self.window.get_mut(seq) {
+            seg.pulling &= !(1u128 << block);
+        }
+        if let Some(k) = self.peers.get_mut(from) {
+            k.pulls = k.pulls.saturating_sub(1);
+        }
+        true
+    }
+
+    pub(super) fn drop_pulls_from(&mut self, peer: P) {
+        let dropped: Vec<Pull<P>> = self.pulls.iter().filter(|p| p.from == peer).copied().collect();
+        for p in dropped {
+            self.end_pull(p.from, p.seq, p.block);
+        }
+    }
+
+    /// Pulls that timed out go elsewhere; the peer that let them time out gets a strike.
+    pub(super) fn expire_pulls(&mut self) {
+        let now = self.now;
+        let expired: Vec<Pull<P>> = self.pulls.iter().filter(|p| p.deadline <= now).copied().collect();
+        for p in &expired {
+            self.end_pull(p.from, p.seq, p.block);
+            if let Some(k) = self.peers.get_mut(p.from) {
+                k.strikes = k.strikes.saturating_add(2);
+            }
+        }
+        if !expired.is_empty() {
+            self.pump_pulls();
+        }
+    }
+
+    /// Whether segment `seq` comes by push: a parent (or a parent being asked) pushes from before it.
+    pub(super) fn expects_push(&self, seq: u64) -> bool {
+        self.parent.is_some_and(|p| seq >= p.from_seq) || self.attempt.is_some_and(|a| seq >= a.from_seq)
+    }
+
+    /// Asks neighbours for blocks nobody is sending: segments no parent pushes, and pushed segments that are
+    /// overdue. Urgent segments in playback order first; among the rest, the rarest first.
+    pub(super) fn pump_pulls(&mut self) {
+        if self.cfg.role != Role::Viewer || !self.joined || self.pulls.len() >= self.cfg.max_pulls {
+            return;
+        }
+        let Some(start) = self.player.start else { return };
+        let expected_start = self.joined_at + self.cfg.probe_wait_s;
+        let horizon = self.now + URGENT_SEGMENTS * self.cfg.segment_s;
+        let mut wanted: Vec<(bool, usize, u64)> = self
+            .window
+            .iter_incomplete()
+            .filter(|s| s.info.seq >= start && s.unrequested() != 0 && (s.rescue || !self.expects_push(s.info.seq)))
+            .map(|s| {
+                let due = self.player.due(s.info.seq, self.cfg.segment_s, expected_start);
+                let holders = self.peers.list.iter().filter(|k| k.holds(s.info.seq)).count();
+                let urgent = due <= horizon;
+                (!urgent, if urgent { 0 } else { holders }, s.info.seq)
+            })
+            .collect();
+        wanted.sort_unstable();
+        for (_, _, seq) in wanted {
+            let Some(seg) = self.window.get(seq) else { continue };
+            let (info, blocks, mut open) = (seg.info, seg.blocks, seg.unrequested());
+            for block in 0..blocks {
+                if self.pulls.len() >= self.cfg.max_pulls {
+                    return;
+                }
+                if open & (1u128 << block) == 0 {
+                    continue;
+                }
+                let Some(from) = self.pull_source(seq) else { break };
+                open &= !(1u128 << block);
+                self.start_pull(from, info, block);
+            }
+        }
+    }
+
+    /// The best neighbour (or probed peer) to pull a block of `seq` from.
+    fn pull_source(&self, seq: u64) -> Option<P> {
+        self.peers
+            .list
+            .iter()
+            .filter(|k| {
+                k.holds(seq)
+                    && usize::from(k.pulls) < self.cfg.max_pulls_per_peer
+                    && k.busy_until <= self.now
+                    && self.can_link(k.reachable)
+            })
+            .map(|k| {
+                let cost = k.latency.unwrap_or(UNMEASURED_LATENCY_S)
+                    + 0.1 * f64::from(k.pulls)
+                    + 0.2 * f64::from(k.strikes)
+                    + if k.depth == Some(0) { 1.0 } else { 0.0 };
+                (cost, k.id)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+            .map(|(_, id)| id)
+    }
+
+    fn start_pull(&mut self, from: P, segment: SegmentInfo, block: u16) {
+        let deadline = self.now + self.cfg.pull_timeout_s;
+        self.pulls.push(Pull {
+            from,
+            seq: segment.seq,
+            block,
+            deadline,
+        });
+        if let Some(seg) = self.window.get_mut(segment.seq) {
+            seg.pulling |= 1u128 << block;
+        }
+        if let Some(k) = self.peers.get_mut(from) {
+            k.pulls += 1;
+        }
+        self.send(from, Message::Want { segment, block });
+    }
+
+    /// A verified block arrived: keep it, count it, pass it down the tree, and tell the mesh when its segment is
+    /// whole.
+    pub(super) fn on_block(&mut self, from: BlockSource<P>, segment: SegmentInfo, block: u16) {
+        self.learn(segment);
+        let bytes = f64::from(segment.block_bytes(block, self.cfg.block_size));
+        match from {
+            BlockSource::Peer(peer) => {
+                if self.end_pull(peer, segment.seq, block) {
+                    if let Some(k) = self.peers.get_mut(peer) {
+                        k.strikes = k.strikes.saturating_sub(1);
+                    }
+                }
+            }
+            BlockSource::Origin => self.end_origin_fetch(segment, block),
+        }
+        let Some(seg) = self.window.get_mut(segment.seq) else {
+            return;
+        };
+        let bit = 1u128 << block;
+        if seg.have & bit != 0 || block >= seg.blocks {
+            self.counters.duplicate += bytes;
+            self.pump_pulls();
+            return;
+        }
+        seg.have |= bit;
+        match from {
+            BlockSource::Peer(_) => self.counters.from_peers += bytes,
+            BlockSource::Origin => self.counters.from_origin += bytes,
+        }
+        let complete = seg.is_complete();
+        let rescued = seg.rescue;
+        if complete {
+            seg.complete_at = Some(self.now);
+            seg.rescue = false;
+        }
+        self.push_to_children(segment, block);
+        if complete {
+            self.player.completed(segment.seq, self.now, self.cfg.segment_s);
+            if !rescued && let Some(parent) = self.parent.as_mut() {
+                parent.strikes = 0;
+            }
+            self.out.push_back(super::Output::SegmentComplete(segment));
+            let blocks = self.window.get(segment.seq).map_or(0, |s| s.all());
+            let mesh: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
+            for id in mesh {
+                self.send(id, Message::Have { segment, blocks });
+            }
+        }
+        self.pump_pulls();
+    }
+
+    fn end_origin_fetch(&mut self, segment: SegmentInfo, block: u16) {
+        let Some(i) = self
+            .origin
+            .iter()
+            .position(|f| f.seq == segment.seq && f.block == block)
+        else {
+            return;
+        };
+        let OriginFetch { sent_at, .. } = self.origin.swap_remove(i);
+        if let Some(seg) = self.window.get_mut(segment.seq) {
+            seg.from_origin &= !(1u128 << block);
+        }
+        let took = (self.now - sent_at).clamp(1e-3, 10.0);
+        self.origin_took_s = 0.7 * self.origin_took_s + 0.3 * took;
+    }
+}

@@ -1,0 +1,175 @@
+//! The control messages peers of one stream exchange, and the facts about segments they carry.
+
+/// Bytes of a peer id on the wire (an Ed25519 libp2p peer id: 38 bytes), used to size messages.
+pub const PEER_ID_BYTES: usize = 38;
+/// Framing around every control message (protocol tag, stream id prefix, length, signature-free envelope).
+pub const MESSAGE_OVERHEAD_BYTES: usize = 24;
+
+/// What a peer needs to know about a segment to schedule it: its number and size (the block layout follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentInfo {
+    /// Sequence number.
+    pub seq: u64,
+    /// Size in bytes.
+    pub bytes: u32,
+}
+
+impl SegmentInfo {
+    /// Blocks of `block_size` the segment is cut into.
+    pub fn blocks(&self, block_size: u32) -> u16 {
+        self.bytes.div_ceil(block_size).max(1) as u16
+    }
+
+    /// Bytes of block `index`.
+    pub fn block_bytes(&self, index: u16, block_size: u32) -> u32 {
+        let start = u32::from(index) * block_size;
+        self.bytes.saturating_sub(start).min(block_size)
+    }
+}
+
+/// A peer's place in the stream's topology as it advertises it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advert<P> {
+    /// Its path from the root of its tree (the root first, itself excluded). The root is the broadcaster when
+    /// `rooted`; otherwise a peer cut off from it, whose fragment keeps working on mesh pulls until it re-attaches.
+    pub path: Vec<P>,
+    /// Whether the path starts at the broadcaster.
+    pub rooted: bool,
+    /// Whether it takes children (it is in the backbone, or it is the broadcaster).
+    pub backbone: bool,
+    /// Child slots free.
+    pub spare_slots: u32,
+    /// Children that are not in the backbone (a backbone peer may take their place).
+    pub leaf_children: u32,
+    /// Whether it accepts inbound connections.
+    pub reachable: bool,
+    /// The newest segment it holds whole.
+    pub newest: Option<u64>,
+    /// The oldest segment it still holds whole.
+    pub oldest: Option<u64>,
+}
+
+impl<P> Advert<P> {
+    /// Hops from the root of its tree.
+    pub fn depth(&self) -> usize {
+        self.path.len()
+    }
+}
+
+/// Why a request was turned down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The peer's upload budget is spoken for.
+    Busy,
+    /// The peer does not hold what was asked for.
+    Missing,
+    /// The peer does not take children (not in the backbone, or its policy forbids uploading).
+    NotBackbone,
+    /// Accepting would close a loop in the tree.
+    Loop,
+}
+
+/// A control message between two peers of a stream. Segment bytes never travel in these: blocks go over the chunk
+/// protocol ([`super::Output::Push`], [`super::Output::Serve`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message<P> {
+    /// A joiner (or an orphan) asks for the peer's advert and a few other peers.
+    Probe,
+    /// The answer to a probe.
+    ProbeReply {
+        /// The peer's advert.
+        advert: Advert<P>,
+        /// Some peers it knows, with whether they are reachable (peer exchange, as HyParView's shuffle).
+        peers: Vec<(P, bool)>,
+    },
+    /// Asks the peer to become our parent and push every block from `from_seq` on.
+    Attach {
+        /// First segment to push.
+        from_seq: u64,
+        /// Whether the asker accepts inbound connections (for the parent's peer exchange).
+        reachable: bool,
+        /// Child slots the asker offers when it is in the backbone (0 otherwise): a full parent makes room for a
+        /// backbone peer by moving a leaf child under it (mTreebone's high-degree preemption).
+        slots: u32,
+    },
+    /// Accepted as a child.
+    Accepted {
+        /// The parent's advert (its path makes the child's).
+        advert: Advert<P>,
+    },
+    /// Turned down as a child, with other parents to try.
+    Rejected {
+        /// Why.
+        reason: Refusal,
+        /// Children of the peer with free slots.
+        try_instead: Vec<P>,
+    },
+    /// The sender stops being our parent or child.
+    Detach,
+    /// The parent gave our slot to a backbone peer, which has room for us: attach there.
+    Displaced {
+        /// The backbone peer that took the slot.
+        try_instead: P,
+    },
+    /// A changed advert (sent to children and neighbours when the path or the free slots change).
+    Update {
+        /// The sender's advert.
+        advert: Advert<P>,
+    },
+    /// Asks to become mesh neighbours.
+    MeshJoin {
+        /// The sender's advert.
+        advert: Advert<P>,
+    },
+    /// Accepted or refused as a mesh neighbour.
+    MeshReply {
+        /// Whether accepted.
+        accepted: bool,
+        /// The sender's advert.
+        advert: Advert<P>,
+    },
+    /// Leaves the mesh neighbourhood.
+    MeshLeave,
+    /// The sender holds these blocks of a segment (a bitmap; all set when whole).
+    Have {
+        /// The segment.
+        segment: SegmentInfo,
+        /// Blocks held, bit `i` for block `i`.
+        blocks: u128,
+    },
+    /// A pull: send block `block` of segment `segment`.
+    Want {
+        /// The segment.
+        segment: SegmentInfo,
+        /// The block.
+        block: u16,
+    },
+    /// A pull turned down.
+    Refused {
+        /// The segment.
+        seq: u64,
+        /// The block.
+        block: u16,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+impl<P> Message<P> {
+    /// Approximate encoded size in bytes, for the control-overhead figure.
+    pub fn wire_size(&self) -> usize {
+        let advert = |a: &Advert<P>| 16 + a.path.len() * PEER_ID_BYTES;
+        MESSAGE_OVERHEAD_BYTES
+            + match self {
+                Self::Probe | Self::Detach | Self::MeshLeave => 0,
+                Self::ProbeReply { advert: a, peers } => advert(a) + peers.len() * (PEER_ID_BYTES + 1),
+                Self::Attach { .. } => 12,
+                Self::Displaced { .. } => PEER_ID_BYTES,
+                Self::Accepted { advert: a } | Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
+                Self::MeshReply { advert: a, .. } => 1 + advert(a),
+                Self::Rejected { try_instead, .. } => 1 + try_instead.len() * PEER_ID_BYTES,
+                Self::Have { blocks, .. } => 12 + (128 - blocks.leading_zeros() as usize).div_ceil(8),
+                Self::Want { .. } | Self::Refused { .. } => 14,
+            }
+    }
+}

@@ -1,0 +1,135 @@
+//! What a peer knows about the others of its stream: a small, bounded table.
+
+use super::message::Advert;
+
+/// Peers remembered at most; the least recently heard of that is neither parent, child nor neighbour goes first.
+pub const MAX_KNOWN: usize = 32;
+
+/// One known peer.
+#[derive(Clone, Debug)]
+pub(super) struct Known<P> {
+    pub(super) id: P,
+    pub(super) reachable: bool,
+    /// One-way latency, half the measured round trip.
+    pub(super) latency: Option<f64>,
+    /// Hops from the root of its tree (`None` until it advertised).
+    pub(super) depth: Option<u8>,
+    /// Whether its tree's root is the broadcaster.
+    pub(super) rooted: bool,
+    pub(super) backbone: bool,
+    pub(super) spare: u32,
+    /// Children not in the backbone (a backbone peer may take their slot).
+    pub(super) leaves: u32,
+    /// It refused a pull: do not ask again before this time.
+    pub(super) busy_until: f64,
+    /// Newest and oldest segment it holds whole.
+    pub(super) newest: Option<u64>,
+    pub(super) oldest: Option<u64>,
+    /// A mesh neighbour.
+    pub(super) mesh: bool,
+    /// A probe or mesh request sent at this time is unanswered.
+    pub(super) asked_at: Option<f64>,
+    /// Pulls from it in flight.
+    pub(super) pulls: u8,
+    /// Refusals and timeouts lately: prefer others.
+    pub(super) strikes: u8,
+    /// An attach to it failed: do not try it again before this time.
+    pub(super) not_before: f64,
+    pub(super) seen: f64,
+}
+
+impl<P: Copy> Known<P> {
+    pub(super) fn new(id: P, reachable: bool, now: f64) -> Self {
+        Self {
+            id,
+            reachable,
+            latency: None,
+            depth: None,
+            rooted: false,
+            backbone: false,
+            spare: 0,
+            leaves: 0,
+            busy_until: 0.0,
+            newest: None,
+            oldest: None,
+            mesh: false,
+            asked_at: None,
+            pulls: 0,
+            strikes: 0,
+            not_before: 0.0,
+            seen: now,
+        }
+    }
+
+    pub(super) fn apply(&mut self, advert: &Advert<P>, now: f64) {
+        self.depth = Some(advert.depth().min(255) as u8);
+        self.rooted = advert.rooted;
+        self.backbone = advert.backbone;
+        self.spare = advert.spare_slots;
+        self.leaves = advert.leaf_children;
+        self.reachable = advert.reachable;
+        self.newest = advert.newest;
+        self.oldest = advert.oldest;
+        self.seen = now;
+    }
+
+    /// Whether it holds segment `seq` whole, as far as we know.
+    pub(super) fn holds(&self, seq: u64) -> bool {
+        matches!((self.oldest, self.newest), (Some(o), Some(n)) if o <= seq && seq <= n)
+    }
+}
+
+/// The table.
+#[derive(Clone, Debug)]
+pub(super) struct Peers<P> {
+    pub(super) list: Vec<Known<P>>,
+}
+
+impl<P> Default for Peers<P> {
+    fn default() -> Self {
+        Self { list: Vec::new() }
+    }
+}
+
+impl<P: Copy + Eq> Peers<P> {
+    pub(super) fn get(&self, id: P) -> Option<&Known<P>> {
+        self.list.iter().find(|k| k.id == id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: P) -> Option<&mut Known<P>> {
+        self.list.iter_mut().find(|k| k.id == id)
+    }
+
+    /// The entry for `id`, made when new (evicting a stale one when full; `None` if every entry is in use).
+    pub(super) fn entry(
+        &mut self,
+        id: P,
+        reachable: bool,
+        now: f64,
+        pinned: impl Fn(P) -> bool,
+    ) -> Option<&mut Known<P>> {
+        if let Some(i) = self.list.iter().position(|k| k.id == id) {
+            return Some(&mut self.list[i]);
+        }
+        if self.list.len() >= MAX_KNOWN {
+            let victim = self
+                .list
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| !k.mesh && k.pulls == 0 && !pinned(k.id))
+                .min_by(|a, b| a.1.seen.total_cmp(&b.1.seen))
+                .map(|(i, _)| i)?;
+            self.list.swap_remove(victim);
+        }
+        self.list.push(Known::new(id, reachable, now));
+        self.list.last_mut()
+    }
+
+    pub(super) fn remove(&mut self, id: P) {
+        self.list.retain(|k| k.id != id);
+    }
+
+    pub(super) fn mesh(&self) -> impl Iterator<Item = &Known<P>> {
+        self.list.iter().filter(|k| k.mesh)
+    }
+}

@@ -1,0 +1,594 @@
+//! The backbone tree: joining, choosing and replacing a parent, taking children, and pushing blocks down as they
+//! arrive (cut-through: a block goes on as soon as it is verified, never waiting for its segment).
+
+use std::collections::VecDeque;
+
+use super::config::Role;
+use super::machine::{Attempt, Child, Parent, PeerId, TreeMesh, UploadKind};
+use super::message::{Advert, Message, Refusal, SegmentInfo};
+use super::window::MAX_BLOCKS;
+
+/// What one hop down the tree is taken to cost when choosing a parent, in seconds (a block's time on a link plus
+/// its latency): a parent one level higher is worth that much more latency.
+const HOP_COST_S: f64 = 0.15;
+/// A parent is kept at least this long before a jump to a better place.
+const JUMP_AFTER_S: f64 = 20.0;
+/// Levels a jump must gain.
+const JUMP_GAIN: usize = 2;
+/// Longest path a tree may have: deeper is refused (a bound on adverts, and a backstop against a loop that forms
+/// in a race faster than the path checks can see it).
+pub const MAX_DEPTH: usize = 32;
+/// A parent cut off from the broadcaster is worth this much less than one connected to it.
+const UNROOTED_COST_S: f64 = 3.0;
+/// Latency assumed for a peer not yet measured.
+pub(super) const UNMEASURED_LATENCY_S: f64 = 0.1;
+/// After a refusal or a timeout, a candidate parent is left alone this long.
+const RETRY_AFTER_S: f64 = 10.0;
+/// Pushed segments rescued from the mesh this many times in a row make a parent one to replace.
+const STRIKES_TO_REPLACE: u8 = 2;
+
+impl<P: PeerId> TreeMesh<P> {
+    pub(super) fn on_join(&mut self, tail: Vec<crate::treemesh::SegmentInfo>, candidates: Vec<(P, bool)>) {
+        self.joined = true;
+        self.joined_at = self.now;
+        for info in &tail {
+            self.window.insert(*info, self.cfg.block_size, self.cfg.window_segments);
+        }
+        // Start one segment behind the live edge: the player holds one segment while the next is made.
+        if let Some(newest) = tail.iter().map(|s| s.seq).max() {
+            let start = newest
+                .saturating_sub(1)
+                .max(tail.iter().map(|s| s.seq).min().unwrap_or(0));
+            self.player.start = Some(start);
+            if self.cfg.has_origin && self.cfg.first_segment_from_origin {
+                self.fetch_from_origin(start);
+            }
+        }
+        self.on_candidates(candidates);
+    }
+
+    pub(super) fn on_candidates(&mut self, candidates: Vec<(P, bool)>) {
+        self.finding = false;
+        self.probe(candidates);
+    }
+
+    /// Probes up to `probe_count` of `candidates` not measured lately; attaches at once when there are none.
+    fn probe(&mut self, candidates: Vec<(P, bool)>) {
+        let now = self.now;
+        let mut probed = 0;
+        for (id, reachable) in candidates {
+            if id == self.me || probed >= self.cfg.probe_count || !self.can_link(reachable) {
+                continue;
+            }
+            let pinned = self.pinned_fn();
+            let Some(k) = self.peers.entry(id, reachable, now, pinned) else {
+                break;
+            };
+            if k.latency.is_some() && k.seen > now - 10.0 {
+                continue;
+            }
+            k.asked_at = Some(now);
+            probed += 1;
+            self.send(id, Message::Probe);
+        }
+        if probed > 0 {
+            self.probe_until = Some(now + self.cfg.probe_wait_s);
+        } else if self.parent.is_none() && self.attempt.is_none() {
+            self.try_attach();
+        }
+    }
+
+    /// Peers the table must not evict: the parent, an attach candidate, children.
+    pub(super) fn pinned_fn(&self) -> impl Fn(P) -> bool + use<P> {
+        let mut pinned: Vec<P> = self.parent.iter().map(|p| p.id).collect();
+        pinned.extend(self.attempt.map(|a| a.id));
+        move |id| pinned.contains(&id)
+    }
+
+    pub(super) fn on_probe_reply(&mut self, from: P, advert: Advert<P>, peers: Vec<(P, bool)>) {
+        let now = self.now;
+        let pinned = self.pinned_fn();
+        if let Some(k) = self.peers.entry(from, advert.reachable, now, pinned) {
+            if let Some(asked) = k.asked_at.take() {
+                k.latency = Some((now - asked) / 2.0);
+            }
+            k.apply(&advert, now);
+        }
+        for (id, reachable) in peers {
+            if id != self.me && self.can_link(reachable) {
+                let pinned = self.pinned_fn();
+                self.peers.entry(id, reachable, now, pinned);
+            }
+        }
+        self.pump_pulls();
+        let waiting = self.peers.list.iter().any(|k| k.asked_at.is_some() && !k.mesh);
+        if !waiting && self.probe_until.is_some() {
+            self.probe_until = None;
+            self.after_probing();
+        }
+    }
+
+    /// Probing is over (all answered or time is up): attach and fill the mesh with what is known.
+    pub(super) fn after_probing(&mut self) {
+        for k in &mut self.peers.list {
+            if !k.mesh {
+                k.asked_at = None;
+            }
+        }
+        if self.parent.is_none() && self.attempt.is_none() {
+            self.try_attach();
+        }
+        self.fill_mesh();
+    }
+
+    /// The first segment a new parent should push: the one after everything already held or asked for.
+    fn push_from(&self) -> u64 {
+        let touched = self
+            .window
+            .iter()
+            .filter(|s| s.have | s.pulling | s.from_origin != 0)
+            .map(|s| s.info.seq + 1)
+            .max();
+        let start = self.player.start.unwrap_or(0);
+        touched.unwrap_or(start).max(start)
+    }
+
+    /// Asks the best known candidate to be our parent: connected to the root, in the backbone, with a free slot;
+    /// the fewest hops from the root first, then the lowest latency.
+    pub(super) fn try_attach(&mut self) {
+        if self.cfg.role != Role::Viewer || self.attempt.is_some() {
+            return;
+        }
+        let current = self.parent.map(|p| p.id);
+        let best = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| {
+                k.backbone
+                    && k.spare > 0
+                    && k.depth.is_some()
+                    && k.not_before <= self.now
+                    && Some(k.id) != current
+                    && !self.children.iter().any(|c| c.id == k.id)
+                    && self.can_link(k.reachable)
+            })
+            .map(|k| {
+                let score = if k.rooted { 0.0 } else { UNROOTED_COST_S }
+                    + f64::from(k.depth.unwrap_or(u8::MAX)) * HOP_COST_S
+                    + k.latency.unwrap_or(UNMEASURED_LATENCY_S)
+                    + f64::from(k.strikes) * HOP_COST_S;
+                (score, k.id)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let unprobed: Vec<(P, bool)> = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| k.depth.is_none() && k.asked_at.is_none() && self.can_link(k.reachable))
+            .map(|k| (k.id, k.reachable))
+            .collect();
+        match best {
+            Some((_, id)) => self.attach_to(id),
+            // Peers heard of through peer exchange but not yet asked: probe them before going to discovery.
+            None if !unprobed.is_empty() && self.probe_until.is_none() => self.probe(unprobed),
+            None if !self.finding
+                && self.probe_until.is_none()
+                && self.now - self.last_find >= self.cfg.find_interval_s =>
+            {
+                self.finding = true;
+                self.last_find = self.now;
+                self.out.push_back(super::Output::FindPeers);
+            }
+            None => {}
+        }
+    }
+
+    fn attach_to(&mut self, id: P) {
+        let from_seq = self.push_from();
+        self.attempt = Some(Attempt {
+            id,
+            from_seq,
+            deadline: self.now + self.cfg.attach_timeout_s,
+        });
+        let reachable = self.cfg.reachable;
+        let slots = if self.backbone { self.cfg.child_slots() } else { 0 };
+        self.send(
+            id,
+            Message::Attach {
+                from_seq,
+                reachable,
+                slots,
+            },
+        );
+    }
+
+    /// mTreebone's low-delay jump: move to a free slot nearer the broadcaster when one is known (or into the
+    /// broadcaster's tree at all, from a fragment cut off from it). A backbone peer may also take a leaf's place.
+    pub(super) fn consider_jump(&mut self) {
+        let Some(parent) = self.parent else {
+            return;
+        };
+        // Every move re-paths the whole subtree: move seldom, and only for a real gain.
+        if self.attempt.is_some() || self.now - parent.since < JUMP_AFTER_S {
+            return;
+        }
+        let (rooted, depth) = (self.rooted, self.path.len());
+        let better = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| {
+                k.backbone
+                    && k.rooted
+                    && k.id != parent.id
+                    && k.not_before <= self.now
+                    && self.can_link(k.reachable)
+                    && (k.spare > 0 || (self.backbone && k.leaves > 0))
+                    && k.depth.is_some_and(|d| !rooted || usize::from(d) + JUMP_GAIN < depth)
+            })
+            .min_by_key(|k| (k.depth, k.id))
+            .map(|k| k.id);
+        if let Some(id) = better {
+            self.attach_to(id);
+        }
+    }
+
+    pub(super) fn on_attach(&mut self, from: P, from_seq: u64, reachable: bool, slots: u32) {
+        if let Some(child) = self.children.iter_mut().find(|c| c.id == from) {
+            child.from_seq = from_seq;
+            let advert = self.advert();
+            self.send(from, Message::Accepted { advert });
+            return;
+        }
+        let refusal = if !self.backbone {
+            Some(Refusal::NotBackbone)
+        } else if self.path.contains(&from) || self.path.len() + 1 >= MAX_DEPTH {
+            Some(Refusal::Loop)
+        } else if self.spare_slots() == 0 && !self.make_room_for(from, slots) {
+            Some(Refusal::Busy)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            // Point the asker down the tree: backbone children, those with room first, in random order among
+            // equals so that joiners spread out.
+            use rand::seq::SliceRandom;
+            let mut try_instead: Vec<(bool, P)> = self
+                .children
+                .iter()
+                .filter(|c| c.backbone && c.id != from && (reachable || c.reachable))
+                .map(|c| (c.spare == 0, c.id))
+                .collect();
+            try_instead.shuffle(&mut self.rng);
+            try_instead.sort_by_key(|(full, _)| *full);
+            let try_instead = try_instead.into_iter().take(3).map(|(_, id)| id).collect();
+            self.send(from, Message::Rejected { reason, try_instead });
+            return;
+        }
+        let mut child = Child {
+            id: from,
+            from_seq,
+            queue: VecDeque::new(),
+            in_flight: false,
+            spare: 0,
+            backbone: false,
+            reachable,
+        };
+        for seg in self.window.iter().filter(|s| s.info.seq >= from_seq) {
+            for b in 0..seg.blocks.min(MAX_BLOCKS) {
+                if seg.have & (1u128 << b) != 0 {
+                    child.queue.push_back((seg.info, b));
+                }
+            }
+        }
+        self.children.push(child);
+        let advert = self.advert();
+        self.send(from, Message::Accepted { advert });
+        let i = self.children.len() - 1;
+        self.pump_child(i);
+        self.advertise_changes();
+    }
+
+    pub(super) fn on_accepted(&mut self, from: P, advert: Advert<P>) {
+        let Some(attempt) = self.attempt.filter(|a| a.id == from) else {
+            // A late answer to an attempt given up: release the slot.
+            if self.parent.is_none_or(|p| p.id != from) {
+                self.send(from, Message::Detach);
+            }
+            return;
+        };
+        self.attempt = None;
+        let now = self.now;
+        if let Some(k) = self.peers.get_mut(from) {
+            k.apply(&advert, now);
+        }
+        if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
+            // Our own descendant (a loop), or too deep. Leave and look elsewhere.
+            self.send(from, Message::Detach);
+            self.avoid(from);
+            return;
+        }
+        if let Some(old) = self.parent.take() {
+            self.send(old.id, Message::Detach);
+        }
+        self.parent = Some(Parent {
+            id: from,
+            from_seq: attempt.from_seq,
+            strikes: 0,
+            since: self.now,
+        });
+        self.counters.parent_changes += 1;
+        let mut path = advert.path;
+        path.push(from);
+        self.set_path(path, advert.rooted);
+    }
+
+    /// mTreebone's high-degree preemption: a full parent asked by a backbone peer moves one of its leaf children
+    /// under that peer, which then has room for it. Returns whether a slot was freed.
+    fn make_room_for(&mut self, asker: P, slots: u32) -> bool {
+        if slots < self.cfg.backbone_min_slots {
+            return false;
+        }
+        let Some(i) = self.children.iter().rposition(|c| !c.backbone && c.id != asker) else {
+            return false;
+        };
+        let leaf = self.children.remove(i);
+        self.send(leaf.id, Message::Displaced { try_instead: asker });
+        true
+    }
+
+    pub(super) fn on_displaced(&mut self, from: P, try_instead: P) {
+        if self.parent.is_none_or(|p| p.id != from) {
+            return;
+        }
+        let depth = Some(self.path.len().min(255) as u8);
+        let rooted = self.rooted;
+        let now = self.now;
+        let pinned = self.pinned_fn();
+        if let Some(k) = self.peers.entry(try_instead, true, now, pinned) {
+            k.backbone = true;
+            k.spare = k.spare.max(1);
+            k.depth = depth;
+            k.rooted = rooted;
+            k.not_before = 0.0;
+        }
+        self.parent = None;
+        self.set_path(Vec::new(), false);
+        if self.attempt.is_none() {
+            self.attach_to(try_instead);
+        }
+    }
+
+    pub(super) fn on_rejected(&mut self, from: P, try_instead: Vec<P>) {
+        let parent_depth = self.peers.get(from).and_then(|k| k.depth);
+        let parent_rooted = self.peers.get(from).is_some_and(|k| k.rooted);
+        if self.attempt.is_some_and(|a| a.id == from) {
+            self.attempt = None;
+        }
+        self.avoid(from);
+        let now = self.now;
+        for id in try_instead {
+            if id == self.me {
+                continue;
+            }
+            let pinned = self.pinned_fn();
+            if let Some(k) = self.peers.entry(id, true, now, pinned) {
+                // A backbone child of the rejecting peer, one level below it: worth asking.
+                k.backbone = true;
+                k.spare = k.spare.max(1);
+                k.depth = parent_depth.map(|d| d.saturating_add(1));
+                k.rooted = parent_rooted;
+                k.not_before = 0.0;
+            }
+        }
+        if self.parent.is_none() {
+            self.try_attach();
+        }
+    }
+
+    /// Leaves `id` alone as a parent candidate for a while.
+    pub(super) fn avoid(&mut self, id: P) {
+        let until = self.now + RETRY_AFTER_S;
+        if let Some(k) = self.peers.get_mut(id) {
+            k.spare = 0;
+            k.not_before = until;
+        }
+    }
+
+    pub(super) fn on_detach(&mut self, from: P) {
+        self.children.retain(|c| c.id != from);
+        if self.parent.is_some_and(|p| p.id == from) {
+            self.avoid(from);
+            self.lose_parent();
+        }
+    }
+
+    pub(super) fn on_update(&mut self, from: P, advert: Advert<P>) {
+        let now = self.now;
+        if let Some(k) = self.peers.get_mut(from) {
+            k.apply(&advert, now);
+        }
+        if let Some(c) = self.children.iter_mut().find(|c| c.id == from) {
+            c.spare = advert.spare_slots;
+            c.backbone = advert.backbone;
+            c.reachable = advert.reachable;
+        }
+        if self.parent.is_some_and(|p| p.id == from) {
+            if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
+                self.send(from, Message::Detach);
+                self.avoid(from);
+                self.lose_parent();
+            } else {
+                let mut path = advert.path;
+                path.push(from);
+                self.set_path(path, advert.rooted);
+            }
+        }
+    }
+
+    /// The parent is gone: cut off until a new one accepts; children hear that we are cut off.
+    pub(super) fn lose_parent(&mut self) {
+        self.parent = None;
+        // The grandparent just lost a child, so it has a free slot (or, full again, will point down its tree):
+        // the orphan asks it first.
+        let grandparent = self.path.len().checked_sub(2).map(|i| (self.path[i], i, self.rooted));
+        self.set_path(Vec::new(), false);
+        if let Some((id, depth, rooted)) = grandparent {
+            let now = self.now;
+            let pinned = self.pinned_fn();
+            if let Some(k) = self.peers.entry(id, true, now, pinned) {
+                k.backbone = true;
+                k.spare = k.spare.max(1);
+                k.depth = Some(depth.min(255) as u8);
+                k.rooted = rooted;
+                k.not_before = 0.0;
+            }
+        }
+        self.try_attach();
+        self.pump_pulls();
+    }
+
+    /// A new path from the root: tell the children (and through them their subtrees).
+    fn set_path(&mut self, path: Vec<P>, rooted: bool) {
+        if path == self.path && rooted == self.rooted {
+            return;
+        }
+        self.path = path;
+        self.rooted = rooted;
+        let advert = self.advert();
+        let children: Vec<P> = self.children.iter().map(|c| c.id).collect();
+        for child in children {
+            self.send(child, Message::Update { advert: advert.clone() });
+        }
+        self.advertise_changes();
+    }
+
+    /// Free child slots.
+    pub(super) fn spare_slots(&self) -> u32 {
+        if !self.backbone {
+            return 0;
+        }
+        self.cfg.child_slots().saturating_sub(self.children.len() as u32)
+    }
+
+    /// Backbone membership follows age, capacity and policy; children beyond what the budget pays for are let go.
+    pub(super) fn check_role(&mut self) {
+        if self.cfg.role == Role::Viewer {
+            let p = &self.cfg.policy;
+            let eligible = self.now - self.joined_at >= self.cfg.stable_after_s
+                && self.cfg.child_slots() >= self.cfg.backbone_min_slots
+                && !p.metered
+                && !p.background
+                && self.ratio_allows();
+            self.backbone = eligible;
+        }
+        let keep = if self.backbone {
+            self.cfg.child_slots() as usize
+        } else {
+            0
+        };
+        while self.children.len() > keep {
+            let child = self.children.pop().expect("longer than keep");
+            self.send(child.id, Message::Detach);
+        }
+        self.advertise_changes();
+    }
+
+    /// Tells the neighbours and the parent when what they choose by has changed.
+    pub(super) fn advertise_changes(&mut self) {
+        let state = (self.backbone, self.spare_slots() > 0, self.rooted);
+        if state == self.advertised {
+            return;
+        }
+        self.advertised = state;
+        let advert = self.advert();
+        let mut to: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
+        to.extend(self.parent.map(|p| p.id));
+        for id in to {
+            self.send(id, Message::Update { advert: advert.clone() });
+        }
+    }
+
+    /// The broadcaster made a segment: it holds every block; push them all.
+    pub(super) fn on_published(&mut self, segment: SegmentInfo) {
+        if !self
+            .window
+            .insert(segment, self.cfg.block_size, self.cfg.window_segments)
+        {
+            return;
+        }
+        let Some(seg) = self.window.get_mut(segment.seq) else {
+            return;
+        };
+        seg.have = seg.all();
+        seg.complete_at = Some(self.now);
+        let blocks = seg.blocks;
+        for b in 0..blocks {
+            self.push_to_children(segment, b);
+        }
+    }
+
+    /// Queues a block held for every child that wants it.
+    pub(super) fn push_to_children(&mut self, segment: SegmentInfo, block: u16) {
+        let mut i = 0;
+        while i < self.children.len() {
+            let child = &mut self.children[i];
+            if segment.seq < child.from_seq {
+                i += 1;
+                continue;
+            }
+            let limit = (self.cfg.child_queue_segments * f64::from(segment.blocks(self.cfg.block_size))).ceil();
+            if child.queue.len() as f64 >= limit {
+                // The child cannot keep up (its link, or ours to it): let it find a better place rather than queue
+                // without bound.
+                let child = self.children.remove(i);
+                self.send(child.id, Message::Detach);
+                self.advertise_changes();
+                continue;
+            }
+            child.queue.push_back((segment, block));
+            self.pump_child(i);
+            i += 1;
+        }
+    }
+
+    /// Starts the next push to child `i` unless one is in flight.
+    pub(super) fn pump_child(&mut self, i: usize) {
+        let child = &mut self.children[i];
+        if child.in_flight {
+            return;
+        }
+        let Some((segment, block)) = child.queue.pop_front() else {
+            return;
+        };
+        child.in_flight = true;
+        let to = child.id;
+        self.counters.uploaded += f64::from(segment.block_bytes(block, self.cfg.block_size));
+        self.out.push_back(super::Output::Push { to, segment, block });
+    }
+
+    pub(super) fn on_uploaded(&mut self, to: P, kind: UploadKind) {
+        match kind {
+            UploadKind::Push => {
+                if let Some(i) = self.children.iter().position(|c| c.id == to) {
+                    self.children[i].in_flight = false;
+                    self.pump_child(i);
+                }
+            }
+            UploadKind::Serve => self.serving = self.serving.saturating_sub(1),
+        }
+    }
+
+    /// A pushed segment had to be rescued: a strike against the parent; enough of them replace it.
+    pub(super) fn strike_parent(&mut self) {
+        let Some(parent) = self.parent.as_mut() else { return };
+        parent.strikes += 1;
+        if parent.strikes >= STRIKES_TO_REPLACE {
+            let id = parent.id;
+            self.send(id, Message::Detach);
+            self.avoid(id);
+            self.lose_parent();
+        }
+    }
+}

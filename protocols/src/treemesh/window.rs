@@ -1,0 +1,159 @@
+//! The segments a peer is working on, block by block, and the virtual player that gives each its deadline.
+
+use std::collections::VecDeque;
+
+use super::message::SegmentInfo;
+
+/// Most blocks a segment may have (the bitmaps are 128 bits): 8 MiB at 64 KiB blocks, 32 MiB at 256 KiB.
+pub const MAX_BLOCKS: u16 = 128;
+
+/// One segment's progress.
+#[derive(Clone, Debug)]
+pub(super) struct Segment {
+    pub(super) info: SegmentInfo,
+    pub(super) blocks: u16,
+    /// Blocks held.
+    pub(super) have: u128,
+    /// Blocks asked of peers, not yet here.
+    pub(super) pulling: u128,
+    /// Blocks asked of the origin, not yet here.
+    pub(super) from_origin: u128,
+    /// When it became whole.
+    pub(super) complete_at: Option<f64>,
+    /// The push for it is overdue: pull it from the mesh.
+    pub(super) rescue: bool,
+}
+
+impl Segment {
+    fn new(info: SegmentInfo, block_size: u32) -> Self {
+        Self {
+            info,
+            blocks: info.blocks(block_size).min(MAX_BLOCKS),
+            have: 0,
+            pulling: 0,
+            from_origin: 0,
+            complete_at: None,
+            rescue: false,
+        }
+    }
+
+    pub(super) fn all(&self) -> u128 {
+        if self.blocks >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << self.blocks) - 1
+        }
+    }
+
+    pub(super) fn is_complete(&self) -> bool {
+        self.have == self.all()
+    }
+
+    /// Blocks neither held nor asked for anywhere.
+    pub(super) fn unrequested(&self) -> u128 {
+        self.all() & !self.have & !self.pulling & !self.from_origin
+    }
+}
+
+/// The segments from the oldest kept to the newest known, by sequence number.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Window {
+    base: u64,
+    slots: VecDeque<Option<Segment>>,
+}
+
+impl Window {
+    pub(super) fn get(&self, seq: u64) -> Option<&Segment> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, seq: u64) -> Option<&mut Segment> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(i)?.as_mut()
+    }
+
+    /// Adds a segment unless known or older than the window; returns whether it is (now) in the window.
+    pub(super) fn insert(&mut self, info: SegmentInfo, block_size: u32, keep: u64) -> bool {
+        if self.slots.is_empty() {
+            self.base = info.seq;
+        }
+        if info.seq < self.base {
+            return false;
+        }
+        let i = (info.seq - self.base) as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        if self.slots[i].is_none() {
+            self.slots[i] = Some(Segment::new(info, block_size));
+        }
+        // Keep the window bounded: drop what is more than `keep` behind the newest.
+        let newest = self.base + self.slots.len() as u64 - 1;
+        while newest - self.base >= keep && !self.slots.is_empty() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        true
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Segment> {
+        self.slots.iter().flatten()
+    }
+
+    /// Segments from the oldest one not yet whole (the ones deadlines matter for), newest last.
+    pub(super) fn iter_incomplete(&self) -> impl Iterator<Item = &Segment> {
+        let skip = self
+            .slots
+            .iter()
+            .take_while(|s| s.as_ref().is_some_and(Segment::is_complete))
+            .count();
+        self.slots.iter().skip(skip).flatten()
+    }
+
+    /// The newest and the oldest segment held whole.
+    pub(super) fn complete_range(&self) -> (Option<u64>, Option<u64>) {
+        let complete = || self.iter().filter(|s| s.is_complete()).map(|s| s.info.seq);
+        (complete().max(), complete().min())
+    }
+}
+
+/// The virtual player: playback starts with the first segment whole, each next segment is due one segment duration
+/// later, and a late segment shifts every later deadline by its stall (as [`crate::playback::evaluate`] counts).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Player {
+    /// The first segment played.
+    pub(super) start: Option<u64>,
+    /// When playback started.
+    pub(super) started_at: Option<f64>,
+    /// Stalls so far.
+    pub(super) stalled: f64,
+}
+
+impl Player {
+    /// When segment `seq` must be whole; before playback starts, `expected_start` stands in for its start.
+    pub(super) fn due(&self, seq: u64, segment_s: f64, expected_start: f64) -> f64 {
+        let Some(start) = self.start else {
+            return f64::INFINITY;
+        };
+        let Some(offset) = seq.checked_sub(start) else {
+            return f64::NEG_INFINITY;
+        };
+        self.started_at.unwrap_or(expected_start) + self.stalled + offset as f64 * segment_s
+    }
+
+    /// A segment became whole at `now`.
+    pub(super) fn completed(&mut self, seq: u64, now: f64, segment_s: f64) {
+        let Some(start) = self.start else { return };
+        if seq == start && self.started_at.is_none() {
+            self.started_at = Some(now);
+            return;
+        }
+        if let Some(started) = self.started_at {
+            let due = started + self.stalled + seq.saturating_sub(start) as f64 * segment_s;
+            if now > due {
+                self.stalled += now - due;
+            }
+        }
+    }
+}

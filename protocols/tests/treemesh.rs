@@ -1,0 +1,329 @@
+//! The tree-mesh state machine through its public interface: a few machines wired by a tiny harness that delivers
+//! every message and block at once, so each test reads as a conversation.
+
+use std::collections::BTreeMap;
+
+use streamrp2p_protocols::treemesh::{
+    BlockSource, Config, Input, Message, Output, Policy, Refusal, Role, SegmentInfo, TreeMesh, UploadKind,
+};
+
+const BITRATE: f64 = 312_500.0;
+const BLOCK: u32 = 65_536;
+const ROOT: u32 = 0;
+
+fn config(role: Role, upload_x: f64) -> Config {
+    Config::new(role, BITRATE, 2.0, BLOCK, upload_x * BITRATE)
+}
+
+fn segment(seq: u64) -> SegmentInfo {
+    SegmentInfo { seq, bytes: 625_000 }
+}
+
+/// Machines by id, and what they asked for that the harness does not carry out itself.
+struct Net {
+    machines: BTreeMap<u32, TreeMesh<u32>>,
+    now: f64,
+    origin_fetches: Vec<(u32, SegmentInfo, u16)>,
+    pushes: Vec<(u32, u32, u64, u16)>,
+    sent: Vec<(u32, u32, Message<u32>)>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let mut machines = BTreeMap::new();
+        machines.insert(ROOT, TreeMesh::new(ROOT, config(Role::Broadcaster, 10.0), 1, 0.0));
+        Self {
+            machines,
+            now: 0.0,
+            origin_fetches: Vec::new(),
+            pushes: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, id: u32, cfg: Config) {
+        self.machines
+            .insert(id, TreeMesh::new(id, cfg, u64::from(id), self.now));
+    }
+
+    fn input(&mut self, id: u32, input: Input<u32>) {
+        self.machines.get_mut(&id).unwrap().handle(self.now, input);
+        self.run();
+    }
+
+    /// Carries out every output until all machines are quiet: messages, pushes and serves arrive at once.
+    fn run(&mut self) {
+        loop {
+            let mut work = Vec::new();
+            for (id, m) in &mut self.machines {
+                while let Some(o) = m.poll_output() {
+                    work.push((*id, o));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (from, o) in work {
+                match o {
+                    Output::Send { to, message } => {
+                        self.sent.push((from, to, message.clone()));
+                        if let Some(m) = self.machines.get_mut(&to) {
+                            m.handle(self.now, Input::Message { from, message });
+                        }
+                    }
+                    Output::Push { to, segment, block } | Output::Serve { to, segment, block } => {
+                        self.pushes.push((from, to, segment.seq, block));
+                        let pushed = self.machines.get(&from).unwrap().children().any(|c| c == to);
+                        if let Some(m) = self.machines.get_mut(&to) {
+                            m.handle(
+                                self.now,
+                                Input::Block {
+                                    from: BlockSource::Peer(from),
+                                    segment,
+                                    block,
+                                },
+                            );
+                        }
+                        let kind = if pushed { UploadKind::Push } else { UploadKind::Serve };
+                        self.machines
+                            .get_mut(&from)
+                            .unwrap()
+                            .handle(self.now, Input::Uploaded { to, kind });
+                    }
+                    Output::FetchOrigin { segment, block } => self.origin_fetches.push((from, segment, block)),
+                    Output::FindPeers | Output::SegmentComplete(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Advances the clock to `t`, firing every machine's timers on the way.
+    fn advance(&mut self, t: f64) {
+        loop {
+            let next = self
+                .machines
+                .iter()
+                .filter_map(|(id, m)| m.poll_timeout().map(|at| (at, *id)))
+                .filter(|(at, _)| *at <= t)
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            let Some((at, id)) = next else { break };
+            self.now = self.now.max(at);
+            self.machines.get_mut(&id).unwrap().handle_timeout(self.now);
+            self.run();
+        }
+        self.now = t;
+    }
+
+    fn m(&self, id: u32) -> &TreeMesh<u32> {
+        &self.machines[&id]
+    }
+}
+
+fn join(net: &mut Net, id: u32, cfg: Config, candidates: &[u32]) {
+    net.add(id, cfg);
+    let tail = Vec::new();
+    let candidates = candidates.iter().map(|c| (*c, true)).collect();
+    net.input(id, Input::Join { tail, candidates });
+}
+
+#[test]
+fn a_joiner_probes_attaches_to_the_broadcaster_and_gets_blocks_pushed_cut_through() {
+    let mut net = Net::new();
+    join(&mut net, 1, config(Role::Viewer, 1.5), &[ROOT]);
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (1, ROOT) && *m == Message::Probe)
+    );
+    net.advance(1.0);
+    assert_eq!(net.m(1).parent(), Some(ROOT), "the broadcaster had a free slot");
+    assert_eq!(net.m(1).depth(), Some(1));
+    assert_eq!(net.m(ROOT).children().collect::<Vec<_>>(), vec![1]);
+
+    // A published segment goes down block by block: one push in flight per child, the next when it is sent.
+    net.input(ROOT, Input::Published(segment(0)));
+    let to_child: Vec<u16> = net.pushes.iter().filter(|p| p.1 == 1).map(|p| p.3).collect();
+    assert_eq!(
+        to_child,
+        (0..10).collect::<Vec<u16>>(),
+        "all ten 64 KiB blocks, in order"
+    );
+    assert!(net.m(1).has_segment(0));
+    assert!(
+        net.origin_fetches.is_empty(),
+        "peers delivered in time: nothing from the origin"
+    );
+    assert!(net.m(1).counters().from_peers >= 625_000.0);
+}
+
+#[test]
+fn a_full_parent_refuses_and_points_down_its_tree() {
+    let mut net = Net::new();
+    // 10x upload at 3x per root child: three slots.
+    for id in 1..=3 {
+        join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
+    }
+    net.advance(1.0);
+    assert_eq!(net.m(ROOT).children().count(), 3);
+    // Once stable, the 6x viewers are in the backbone and have room.
+    net.advance(5.0);
+    assert!(net.m(1).is_backbone());
+    join(&mut net, 4, config(Role::Viewer, 0.5), &[ROOT]);
+    net.advance(8.0);
+    // The root's probe answer had no free slot but named peers; the joiner probed them and attached below.
+    let parent = net.m(4).parent().expect("the joiner attached one level down");
+    assert!((1..=3).contains(&parent));
+    assert_eq!(net.m(4).depth(), Some(2));
+    // Asked anyway, the full root refuses and points down its tree.
+    join(&mut net, 5, config(Role::Viewer, 0.5), &[]);
+    let attach = Message::Attach {
+        from_seq: 0,
+        reachable: true,
+        slots: 0,
+    };
+    net.input(
+        ROOT,
+        Input::Message {
+            from: 5,
+            message: attach,
+        },
+    );
+    let refused = net.sent.iter().rev().find_map(|(f, t, m)| match m {
+        Message::Rejected { reason, try_instead } if (*f, *t) == (ROOT, 5) => Some((*reason, try_instead.clone())),
+        _ => None,
+    });
+    let (reason, try_instead) = refused.expect("the root refused the fifth child");
+    assert_eq!(reason, Refusal::Busy);
+    assert!(!try_instead.is_empty(), "it names backbone children");
+    assert!(try_instead.iter().all(|id| (1..=3).contains(id)));
+    assert_eq!(net.m(ROOT).children().count(), 3, "never beyond the budget");
+}
+
+#[test]
+fn a_backbone_peer_refuses_a_child_that_is_its_own_ancestor() {
+    let mut net = Net::new();
+    join(&mut net, 1, config(Role::Viewer, 6.0), &[ROOT]);
+    net.advance(1.0);
+    join(&mut net, 2, config(Role::Viewer, 6.0), &[1]);
+    net.advance(6.0);
+    // 2 is 1's child now or the root's; make 1 ask its descendant when 2 hangs below 1.
+    if net.m(2).parent() == Some(1) {
+        net.input(
+            2,
+            Input::Message {
+                from: 1,
+                message: Message::Attach {
+                    from_seq: 0,
+                    reachable: true,
+                    slots: 4,
+                },
+            },
+        );
+        let answer = net.sent.iter().rev().find(|(f, t, _)| (*f, *t) == (2, 1)).unwrap();
+        assert!(matches!(
+            answer.2,
+            Message::Rejected {
+                reason: Refusal::Loop,
+                ..
+            }
+        ));
+    } else {
+        assert_eq!(net.m(2).parent(), Some(ROOT));
+    }
+}
+
+#[test]
+fn a_metered_peer_uploads_nothing() {
+    let mut net = Net::new();
+    let mut cfg = config(Role::Viewer, 6.0);
+    cfg.policy = Policy {
+        metered: true,
+        ..Policy::default()
+    };
+    join(&mut net, 1, cfg, &[ROOT]);
+    net.advance(10.0);
+    net.input(ROOT, Input::Published(segment(0)));
+    assert!(net.m(1).has_segment(0));
+    assert!(!net.m(1).is_backbone(), "metered peers take no children");
+    join(&mut net, 2, config(Role::Viewer, 1.5), &[1]);
+    net.input(
+        1,
+        Input::Message {
+            from: 2,
+            message: Message::Want {
+                segment: segment(0),
+                block: 0,
+            },
+        },
+    );
+    assert!(
+        net.pushes.iter().all(|p| p.0 != 1),
+        "nothing served or pushed by the metered peer"
+    );
+    assert_eq!(net.m(1).counters().uploaded, 0.0);
+}
+
+#[test]
+fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
+    let mut net = Net::new();
+    // A joiner that hears of segments but has no one to get them from.
+    net.add(1, config(Role::Viewer, 1.5));
+    net.input(
+        1,
+        Input::Join {
+            tail: vec![segment(4), segment(5)],
+            candidates: Vec::new(),
+        },
+    );
+    // The first segment is asked of the origin at once (one round trip, where peers are two).
+    assert!(net.origin_fetches.iter().any(|(id, s, _)| *id == 1 && s.seq == 4));
+    let first: Vec<u16> = net
+        .origin_fetches
+        .iter()
+        .filter(|f| f.1.seq == 4)
+        .map(|f| f.2)
+        .collect();
+    assert_eq!(first.len(), 10);
+    for (_, s, b) in net.origin_fetches.clone() {
+        net.input(
+            1,
+            Input::Block {
+                from: BlockSource::Origin,
+                segment: s,
+                block: b,
+            },
+        );
+    }
+    assert!(net.m(1).has_segment(4));
+    // Segment 5 is due two seconds after playback started: the origin is asked before then, not at once.
+    let before = net.origin_fetches.len();
+    net.advance(0.5);
+    assert_eq!(net.origin_fetches.len(), before, "too early for the origin");
+    net.advance(2.0);
+    assert!(
+        net.origin_fetches.iter().any(|(_, s, _)| s.seq == 5),
+        "fetched just in time for its deadline"
+    );
+}
+
+#[test]
+fn the_same_seed_makes_the_same_choices() {
+    let run = || {
+        let mut net = Net::new();
+        for id in 1..=12 {
+            join(
+                &mut net,
+                id,
+                config(Role::Viewer, if id % 3 == 0 { 6.0 } else { 1.5 }),
+                &[ROOT, 1, 2, 3],
+            );
+            net.advance(f64::from(id));
+        }
+        net.advance(20.0);
+        net.sent
+            .iter()
+            .map(|(f, t, m)| format!("{f}>{t}:{m:?}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}

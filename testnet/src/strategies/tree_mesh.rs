@@ -1,0 +1,421 @@
+//! The hybrid tree-mesh as the simulator runs it: one [`TreeMesh`] state machine per viewer and one for the
+//! broadcaster — the very code the node runs — with the simulator carrying their messages (one latency), their
+//! block transfers (flows of the network model), their origin fetches and their timers.
+//!
+//! Peer ids are viewer indices; the broadcaster is [`BROADCASTER`]. Discovery (the DHT in the node) is a random
+//! sample of present viewers and the broadcaster, answered after [`DISCOVERY_S`]. A viewer that leaves is noticed by
+//! the peers it was linked with after [`LEAVE_NOTICED_S`]; two NAT-ed peers cannot reach each other at all.
+
+use streamrp2p_protocols::treemesh::{
+    BlockSource, Config, Input, Message, Output, Role, SegmentInfo, TreeMesh, UploadKind,
+};
+
+use super::slab::Slab;
+use crate::network::{Finished, NodeId};
+use crate::sim::{Core, Source, Strategy};
+
+thread_local! {
+    /// Debug: messages by kind.
+    pub static MSG_COUNTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> = Default::default();
+}
+
+/// The broadcaster's peer id.
+pub const BROADCASTER: u32 = u32::MAX;
+/// How long a DHT lookup for more peers takes.
+pub const DISCOVERY_S: f64 = 0.3;
+/// How long after a viewer leaves its parent, children and neighbours notice (a closed connection, or missed
+/// pings for a crash; the figure is between the two).
+pub const LEAVE_NOTICED_S: f64 = 1.0;
+/// Peers discovery returns.
+const DISCOVERED: usize = 8;
+/// Framing and CID sent with each block, counted as control bytes.
+const BLOCK_HEADER_BYTES: usize = 48;
+/// An HTTP range request for one block, counted as control bytes.
+const RANGE_REQUEST_BYTES: usize = 200;
+
+enum InFlight {
+    Message { from: u32, to: u32, message: Message<u32> },
+    Discovery { to: u32 },
+    Gone { to: u32, peer: u32 },
+}
+
+#[derive(Clone, Copy)]
+struct Transfer {
+    from: Option<u32>,
+    to: u32,
+    segment: SegmentInfo,
+    block: u16,
+    kind: Option<UploadKind>,
+}
+
+/// The tree-mesh strategy.
+pub struct TreeMeshSim {
+    template: Option<Config>,
+    broadcaster: Option<TreeMesh<u32>>,
+    viewers: Vec<Option<TreeMesh<u32>>>,
+    /// When each peer's timer is set for (the last slot is the broadcaster's).
+    timer_at: Vec<f64>,
+    present: Vec<u32>,
+    position: Vec<usize>,
+    messages: Slab<InFlight>,
+    transfers: Slab<Transfer>,
+    config: Box<dyn Fn(&mut Config)>,
+    debug: bool,
+}
+
+impl Default for TreeMeshSim {
+    fn default() -> Self {
+        Self::new(|_| {})
+    }
+}
+
+impl TreeMeshSim {
+    /// The strategy with the protocol's defaults changed by `tune` (for experiments and tests).
+    pub fn new(tune: impl Fn(&mut Config) + 'static) -> Self {
+        Self {
+            template: None,
+            broadcaster: None,
+            viewers: Vec::new(),
+            timer_at: vec![f64::INFINITY],
+            present: Vec::new(),
+            position: Vec::new(),
+            messages: Slab::default(),
+            transfers: Slab::default(),
+            config: Box::new(tune),
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
+        }
+    }
+
+    fn template(&mut self, core: &Core) -> Config {
+        if let Some(t) = &self.template {
+            return t.clone();
+        }
+        let s = &core.scenario;
+        let mut cfg = Config::new(Role::Viewer, s.bitrate_bytes(), s.segment_s, s.block_size(), 0.0);
+        (self.config)(&mut cfg);
+        self.template = Some(cfg.clone());
+        cfg
+    }
+
+    fn node(core: &Core, peer: u32) -> NodeId {
+        if peer == BROADCASTER {
+            core.broadcaster
+        } else {
+            core.viewers[peer as usize].node
+        }
+    }
+
+    fn nat(core: &Core, peer: u32) -> bool {
+        peer != BROADCASTER && core.viewers[peer as usize].nat
+    }
+
+    fn machine(&mut self, peer: u32) -> Option<&mut TreeMesh<u32>> {
+        if peer == BROADCASTER {
+            self.broadcaster.as_mut()
+        } else {
+            self.viewers.get_mut(peer as usize)?.as_mut()
+        }
+    }
+
+    fn timer_slot(peer: u32) -> usize {
+        if peer == BROADCASTER { 0 } else { peer as usize + 1 }
+    }
+
+    /// Hands `input` to `peer`'s machine (if it is still there) and carries out what it asks.
+    fn feed(&mut self, core: &mut Core, peer: u32, input: Input<u32>) {
+        let now = core.now;
+        let Some(m) = self.machine(peer) else { return };
+        m.handle(now, input);
+        self.drive(core, peer);
+    }
+
+    fn drive(&mut self, core: &mut Core, peer: u32) {
+        let mut outputs = Vec::new();
+        let Some(m) = self.machine(peer) else { return };
+        while let Some(o) = m.poll_output() {
+            outputs.push(o);
+        }
+        let wake = m.poll_timeout();
+        for output in outputs {
+            self.carry_out(core, peer, output);
+        }
+        if let Some(at) = wake {
+            let slot = Self::timer_slot(peer);
+            let current = self.timer_at[slot];
+            if at < current || current < core.now {
+                let at = at.max(core.now);
+                self.timer_at[slot] = at;
+                core.set_timer(at, u64::from(peer));
+            }
+        }
+    }
+
+    fn carry_out(&mut self, core: &mut Core, peer: u32, output: Output<u32>) {
+        let src = Self::node(core, peer);
+        match output {
+            Output::Send { to, message } => {
+                let bytes = message.wire_size();
+                if self.debug {
+                    let name = format!("{message:?}");
+                    let name = name.split([' ', '{', '(']).next().unwrap_or("").to_owned();
+                    MSG_COUNTS.with(|c| *c.borrow_mut().entry(name).or_insert(0u64) += 1);
+                }
+                if Self::nat(core, peer) && Self::nat(core, to) {
+                    // Neither side can take the connection: the message never arrives.
+                    core.bytes.control += bytes as f64;
+                    return;
+                }
+                let dst = Self::node(core, to);
+                let tag = self.messages.insert(InFlight::Message {
+                    from: peer,
+                    to,
+                    message,
+                });
+                core.send_message(src, dst, bytes, tag);
+            }
+            Output::Push { to, segment, block } | Output::Serve { to, segment, block } => {
+                let kind = if matches!(output, Output::Push { .. }) {
+                    UploadKind::Push
+                } else {
+                    UploadKind::Serve
+                };
+                if to != BROADCASTER && !core.viewers[to as usize].present() {
+                    // The receiver is gone: the upload fails at once.
+                    self.feed(core, peer, Input::Uploaded { to, kind });
+                    return;
+                }
+                core.bytes.control += BLOCK_HEADER_BYTES as f64;
+                let bytes = u64::from(segment.block_bytes(block, core.scenario.block_size()));
+                let tag = self.transfers.insert(Transfer {
+                    from: Some(peer),
+                    to,
+                    segment,
+                    block,
+                    kind: Some(kind),
+                });
+                let dst = Self::node(core, to);
+                core.push(src, dst, bytes, tag);
+            }
+            Output::FetchOrigin { segment, block } => {
+                core.bytes.control += RANGE_REQUEST_BYTES as f64;
+                let bytes = u64::from(segment.block_bytes(block, core.scenario.block_size()));
+                let tag = self.transfers.insert(Transfer {
+                    from: None,
+                    to: peer,
+                    segment,
+                    block,
+                    kind: None,
+                });
+                let origin = core.origin;
+                core.request(origin, src, bytes, tag);
+            }
+            Output::FindPeers => {
+                let tag = self.messages.insert(InFlight::Discovery { to: peer });
+                core.set_timer(core.now + DISCOVERY_S, tag_message(tag));
+            }
+            Output::SegmentComplete(_) => {}
+        }
+    }
+
+    /// A random sample of present viewers, and the broadcaster, as discovery would return them.
+    fn discover(&self, core: &mut Core, except: u32) -> Vec<(u32, bool)> {
+        use rand::seq::IndexedRandom;
+        let mut found = vec![(BROADCASTER, true)];
+        let sample: Vec<u32> = self
+            .present
+            .choose_multiple(&mut core.rng, DISCOVERED + 1)
+            .copied()
+            .filter(|v| *v != except)
+            .take(DISCOVERED)
+            .collect();
+        found.extend(sample.into_iter().map(|v| (v, !core.viewers[v as usize].nat)));
+        found
+    }
+
+    fn viewer_config(&mut self, core: &Core, viewer: usize) -> Config {
+        let mut cfg = self.template(core);
+        let v = &core.viewers[viewer];
+        cfg.upload_capacity = v.upload_x * core.scenario.bitrate_bytes();
+        cfg.reachable = !v.nat;
+        cfg
+    }
+}
+
+impl TreeMeshSim {
+    /// A line about the topology now: viewers with a parent, backbone size, depths.
+    pub fn topology(&self) -> String {
+        let live: Vec<&TreeMesh<u32>> = self.viewers.iter().flatten().collect();
+        let with_parent = live.iter().filter(|m| m.parent().is_some()).count();
+        let backbone = live.iter().filter(|m| m.is_backbone()).count();
+        let mut depths = [0usize; 16];
+        for m in &live {
+            if let Some(d) = m.depth() {
+                depths[d.min(15)] += 1;
+            }
+        }
+        let children: usize = live.iter().map(|m| m.children().count()).sum();
+        let root = self.broadcaster.as_ref().map_or(0, |b| b.children().count());
+        let mesh: usize = live.iter().map(|m| m.neighbours().count()).sum();
+        format!(
+            "{} live, {} with parent, {} backbone, {} children (root {}), mesh links {}, depths {:?}",
+            live.len(),
+            with_parent,
+            backbone,
+            children,
+            root,
+            mesh,
+            depths
+        )
+    }
+}
+
+/// Timer tags carry peer ids; message deliveries scheduled as timers (discovery answers) are marked by the top bit.
+fn tag_message(tag: u64) -> u64 {
+    tag | 1 << 63
+}
+
+fn seed(scenario_seed: u64, peer: u32) -> u64 {
+    let mut z = scenario_seed ^ (u64::from(peer) << 20) ^ 0x0005_DEEC_E66D;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Strategy for TreeMeshSim {
+    fn on_join(&mut self, core: &mut Core, viewer: usize) {
+        if self.broadcaster.is_none() {
+            let mut cfg = self.template(core);
+            cfg.role = Role::Broadcaster;
+            cfg.upload_capacity = core.scenario.broadcaster_upload_x * core.scenario.bitrate_bytes();
+            self.broadcaster = Some(TreeMesh::new(
+                BROADCASTER,
+                cfg,
+                seed(core.scenario.seed, BROADCASTER),
+                core.now,
+            ));
+        }
+        let cfg = self.viewer_config(core, viewer);
+        let id = viewer as u32;
+        if self.viewers.len() <= viewer {
+            self.viewers.resize_with(viewer + 1, || None);
+            self.timer_at.resize(viewer + 2, f64::INFINITY);
+            self.position.resize(viewer + 1, usize::MAX);
+        }
+        self.viewers[viewer] = Some(TreeMesh::new(id, cfg, seed(core.scenario.seed, id), core.now));
+        let candidates = self.discover(core, id);
+        self.position[viewer] = self.present.len();
+        self.present.push(id);
+        let tail = match core.newest_segment() {
+            Some(newest) => (newest.saturating_sub(1)..=newest)
+                .map(|s| core.segment_info(s))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.feed(core, id, Input::Join { tail, candidates });
+    }
+
+    fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>) {
+        let id = viewer as u32;
+        let Some(machine) = self.viewers[viewer].take() else {
+            return;
+        };
+        let i = self.position[viewer];
+        self.present.swap_remove(i);
+        if let Some(moved) = self.present.get(i) {
+            self.position[*moved as usize] = i;
+        }
+        // Uploads to the leaver fail at their senders now; what the leaver was sending its peers notice with
+        // the rest below.
+        for tag in cancelled {
+            if let Some(t) = self.transfers.take(tag)
+                && let (Some(from), Some(kind)) = (t.from, t.kind)
+                && from != id
+            {
+                self.feed(core, from, Input::Uploaded { to: t.to, kind });
+            }
+        }
+        for peer in machine.linked() {
+            let tag = self.messages.insert(InFlight::Gone { to: peer, peer: id });
+            core.set_timer(core.now + LEAVE_NOTICED_S, tag_message(tag));
+        }
+    }
+
+    fn on_segment(&mut self, core: &mut Core, seq: u64) {
+        if self.broadcaster.is_none() {
+            return;
+        }
+        let info = core.segment_info(seq);
+        self.feed(core, BROADCASTER, Input::Published(info));
+    }
+
+    fn on_flow_finished(&mut self, core: &mut Core, finished: Finished) {
+        let Some(t) = self.transfers.take(finished.tag) else {
+            return;
+        };
+        let blocks = 1u128 << t.block;
+        match (t.from, t.kind) {
+            (Some(from), Some(kind)) => {
+                if from != BROADCASTER {
+                    core.viewers[from as usize].uploaded += finished.bytes as f64;
+                }
+                self.feed(core, from, Input::Uploaded { to: t.to, kind });
+                let source = if from == BROADCASTER {
+                    Source::Broadcaster
+                } else {
+                    Source::Peer
+                };
+                let tag = self.transfers.insert(t);
+                core.deliver(finished.src, t.to as usize, t.segment.seq, blocks, source, tag);
+            }
+            _ => {
+                let tag = self.transfers.insert(t);
+                core.deliver(finished.src, t.to as usize, t.segment.seq, blocks, Source::Origin, tag);
+            }
+        }
+    }
+
+    fn on_delivered(&mut self, core: &mut Core, _viewer: usize, _from: NodeId, _seq: u64, _fresh: u128, tag: u64) {
+        let Some(t) = self.transfers.take(tag) else { return };
+        let from = match t.from {
+            Some(peer) => BlockSource::Peer(peer),
+            None => BlockSource::Origin,
+        };
+        self.feed(
+            core,
+            t.to,
+            Input::Block {
+                from,
+                segment: t.segment,
+                block: t.block,
+            },
+        );
+    }
+
+    fn on_message(&mut self, core: &mut Core, tag: u64) {
+        match self.messages.take(tag) {
+            Some(InFlight::Message { from, to, message }) => self.feed(core, to, Input::Message { from, message }),
+            Some(InFlight::Discovery { to }) => {
+                let found = self.discover(core, to);
+                self.feed(core, to, Input::Candidates(found));
+            }
+            Some(InFlight::Gone { to, peer }) => self.feed(core, to, Input::PeerGone(peer)),
+            None => {}
+        }
+    }
+
+    fn on_timer(&mut self, core: &mut Core, tag: u64) {
+        if tag & (1 << 63) != 0 {
+            return self.on_message(core, tag & !(1 << 63));
+        }
+        let peer = tag as u32;
+        let slot = Self::timer_slot(peer);
+        if self.timer_at[slot] != core.now {
+            return;
+        }
+        self.timer_at[slot] = f64::INFINITY;
+        let now = core.now;
+        let Some(m) = self.machine(peer) else { return };
+        m.handle_timeout(now);
+        self.drive(core, peer);
+    }
+}
