@@ -1,5 +1,8 @@
 //! `sim SCENARIO.toml [--json REPORT.json]`: runs a scenario in the discrete-event simulator, shows progress, prints
 //! a summary and optionally writes the JSON report.
+//!
+//! For protocol work: `SIM_DEBUG=1` prints event and message counts and, for tree-mesh, the topology every virtual
+//! minute; `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables (with `SIM_DEBUG`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
