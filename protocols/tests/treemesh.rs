@@ -203,33 +203,39 @@ fn a_full_parent_refuses_and_points_down_its_tree() {
 fn a_backbone_peer_refuses_a_child_that_is_its_own_ancestor() {
     let mut net = Net::new();
     join(&mut net, 1, config(Role::Viewer, 6.0), &[ROOT]);
-    net.advance(1.0);
-    join(&mut net, 2, config(Role::Viewer, 6.0), &[1]);
     net.advance(6.0);
-    // 2 is 1's child now or the root's; make 1 ask its descendant when 2 hangs below 1.
-    if net.m(2).parent() == Some(1) {
-        net.input(
-            2,
-            Input::Message {
-                from: 1,
-                message: Message::Attach {
-                    from_seq: 0,
-                    reachable: true,
-                    slots: 4,
-                },
-            },
-        );
-        let answer = net.sent.iter().rev().find(|(f, t, _)| (*f, *t) == (2, 1)).unwrap();
-        assert!(matches!(
+    assert!(net.m(1).is_backbone());
+    // 2 knows only 1, so it hangs below it.
+    join(&mut net, 2, config(Role::Viewer, 6.0), &[1]);
+    net.advance(12.0);
+    assert_eq!(net.m(2).parent(), Some(1));
+    assert!(net.m(2).is_backbone());
+    // 1 asking its own child to be its parent would close a loop.
+    let attach = Message::Attach {
+        from_seq: 0,
+        reachable: true,
+        slots: 4,
+    };
+    net.input(
+        2,
+        Input::Message {
+            from: 1,
+            message: attach,
+        },
+    );
+    let answer = net.sent.iter().rev().find(|(f, t, _)| (*f, *t) == (2, 1)).unwrap();
+    assert!(
+        matches!(
             answer.2,
             Message::Rejected {
                 reason: Refusal::Loop,
                 ..
             }
-        ));
-    } else {
-        assert_eq!(net.m(2).parent(), Some(ROOT));
-    }
+        ),
+        "{:?}",
+        answer.2
+    );
+    assert_eq!(net.m(2).children().count(), 0);
 }
 
 #[test]

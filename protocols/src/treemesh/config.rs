@@ -54,6 +54,9 @@ pub struct Config {
     pub stable_after_s: f64,
     /// Fewest child slots that make a viewer worth placing in the backbone.
     pub backbone_min_slots: u32,
+    /// A viewer this many hops (or more) from its tree's root takes no children, and sheds those it has when pushed
+    /// that deep: repairs then place subtrees near the top instead of piling them up at the bottom.
+    pub max_backbone_depth: usize,
     /// Mesh neighbours a peer keeps (it accepts up to twice as many inbound).
     pub mesh_degree: usize,
     /// Peers probed when joining or when out of candidates.
@@ -99,11 +102,12 @@ impl Config {
             root_child_rate_x: 3.0,
             stable_after_s: 4.0,
             backbone_min_slots: 2,
+            max_backbone_depth: 64,
             mesh_degree: 4,
             probe_count: 8,
             probe_wait_s: 0.4,
             attach_timeout_s: 1.0,
-            pull_timeout_s: 3.0,
+            pull_timeout_s: 6.0,
             max_pulls: 8,
             max_pulls_per_peer: 3,
             child_queue_segments: 2.0,

@@ -73,8 +73,10 @@ impl<P: PeerId> TreeMesh<P> {
             if let Some(seg) = self.window.get_mut(seq) {
                 seg.rescue = true;
             }
-            // A parent cut off from the broadcaster is repairing, not failing: no strike.
-            if pushed && self.rooted && self.parent.is_some_and(|p| seq >= p.from_seq) {
+            // Strike the parent only when the segment is already around us (a neighbour announced it whole): when
+            // the whole tree above is late, or the parent is cut off and repairing, replacing it only adds churn.
+            let around = self.peers.list.iter().any(|k| k.holds(seq));
+            if pushed && around && self.rooted && self.parent.is_some_and(|p| seq >= p.from_seq) {
                 self.strike_parent();
             }
         }

@@ -217,6 +217,8 @@ pub struct TreeMesh<P> {
     pub(super) finding: bool,
     /// Discovery was last asked then.
     pub(super) last_find: f64,
+    /// The last probe round started then.
+    pub(super) last_probe: f64,
     pub(super) pulls: Vec<Pull<P>>,
     pub(super) serving: usize,
     // The data.
@@ -254,6 +256,7 @@ impl<P: PeerId> TreeMesh<P> {
             probe_until: None,
             finding: false,
             last_find: f64::NEG_INFINITY,
+            last_probe: f64::NEG_INFINITY,
             pulls: Vec::new(),
             serving: 0,
             window: Window::default(),
@@ -357,6 +360,16 @@ impl<P: PeerId> TreeMesh<P> {
     /// Mesh neighbours.
     pub fn neighbours(&self) -> impl Iterator<Item = P> + '_ {
         self.peers.mesh().map(|k| k.id)
+    }
+
+    /// Whether an attach request is out.
+    pub fn attaching(&self) -> bool {
+        self.attempt.is_some()
+    }
+
+    /// Whether this peer's tree is rooted at the broadcaster.
+    pub fn is_rooted(&self) -> bool {
+        self.rooted
     }
 
     /// Whether this peer is in the backbone (takes children); the broadcaster always is.

@@ -95,6 +95,13 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     pub(super) fn on_have(&mut self, from: P, segment: SegmentInfo, blocks: u128) {
+        if let Some(child) = self.children.iter_mut().find(|c| c.id == from) {
+            // The child got these elsewhere (a rescue): do not push them again.
+            child
+                .queue
+                .retain(|(s, b)| s.seq != segment.seq || blocks & (1u128 << b) == 0);
+            return;
+        }
         self.learn(segment);
         let whole = self.window.get(segment.seq).is_none_or(|s| blocks == s.all());
         if let Some(k) = self.peers.get_mut(from) {
@@ -338,7 +345,11 @@ impl<P: PeerId> TreeMesh<P> {
             }
             self.out.push_back(super::Output::SegmentComplete(segment));
             let blocks = self.window.get(segment.seq).map_or(0, |s| s.all());
-            let mesh: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
+            let mut mesh: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
+            if rescued && let Some(parent) = self.parent.filter(|p| segment.seq >= p.from_seq) {
+                // The parent may still have this segment queued for us: tell it we are done.
+                mesh.push(parent.id);
+            }
             for id in mesh {
                 self.send(id, Message::Have { segment, blocks });
             }

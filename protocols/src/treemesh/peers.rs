@@ -73,6 +73,11 @@ impl<P: Copy> Known<P> {
         self.seen = now;
     }
 
+    /// Whether it is the broadcaster (the root of the tree): never forgotten, it is where every descent starts.
+    pub(super) fn is_root(&self) -> bool {
+        self.rooted && self.depth == Some(0)
+    }
+
     /// Whether it holds segment `seq` whole, as far as we know.
     pub(super) fn holds(&self, seq: u64) -> bool {
         matches!((self.oldest, self.newest), (Some(o), Some(n)) if o <= seq && seq <= n)
@@ -116,7 +121,7 @@ impl<P: Copy + Eq> Peers<P> {
                 .list
                 .iter()
                 .enumerate()
-                .filter(|(_, k)| !k.mesh && k.pulls == 0 && !pinned(k.id))
+                .filter(|(_, k)| !k.mesh && k.pulls == 0 && !k.is_root() && !pinned(k.id))
                 .min_by(|a, b| a.1.seen.total_cmp(&b.1.seen))
                 .map(|(i, _)| i)?;
             self.list.swap_remove(victim);

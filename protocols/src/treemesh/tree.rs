@@ -18,8 +18,12 @@ const JUMP_GAIN: usize = 2;
 /// Longest path a tree may have: deeper is refused (a bound on adverts, and a backstop against a loop that forms
 /// in a race faster than the path checks can see it).
 pub const MAX_DEPTH: usize = 32;
-/// A parent cut off from the broadcaster is worth this much less than one connected to it.
-const UNROOTED_COST_S: f64 = 3.0;
+/// A full peer of the broadcaster's tree (asked for the way down) ranks after every free slot in it.
+const FULL_COST_S: f64 = 2.0;
+/// A parent cut off from the broadcaster ranks after both.
+const UNROOTED_COST_S: f64 = 6.0;
+/// Probe rounds start at most this often.
+const PROBE_INTERVAL_S: f64 = 1.0;
 /// Latency assumed for a peer not yet measured.
 pub(super) const UNMEASURED_LATENCY_S: f64 = 0.1;
 /// After a refusal or a timeout, a candidate parent is left alone this long.
@@ -55,6 +59,7 @@ impl<P: PeerId> TreeMesh<P> {
     /// Probes up to `probe_count` of `candidates` not measured lately; attaches at once when there are none.
     fn probe(&mut self, candidates: Vec<(P, bool)>) {
         let now = self.now;
+        self.last_probe = now;
         let mut probed = 0;
         for (id, reachable) in candidates {
             if id == self.me || probed >= self.cfg.probe_count || !self.can_link(reachable) {
@@ -133,8 +138,10 @@ impl<P: PeerId> TreeMesh<P> {
         touched.unwrap_or(start).max(start)
     }
 
-    /// Asks the best known candidate to be our parent: connected to the root, in the backbone, with a free slot;
-    /// the fewest hops from the root first, then the lowest latency.
+    /// Asks the best known candidate to be our parent: in the broadcaster's tree with a free slot (the fewest hops,
+    /// then the lowest latency); failing that, the shallowest full peer of that tree, which makes room for a
+    /// backbone peer or names children to try (a descent of one round trip per level); failing that, a fragment
+    /// cut off from the broadcaster that has room.
     pub(super) fn try_attach(&mut self) {
         if self.cfg.role != Role::Viewer || self.attempt.is_some() {
             return;
@@ -146,15 +153,20 @@ impl<P: PeerId> TreeMesh<P> {
             .iter()
             .filter(|k| {
                 k.backbone
-                    && k.spare > 0
                     && k.depth.is_some()
+                    && (k.spare > 0 || k.rooted)
                     && k.not_before <= self.now
                     && Some(k.id) != current
                     && !self.children.iter().any(|c| c.id == k.id)
                     && self.can_link(k.reachable)
             })
             .map(|k| {
-                let score = if k.rooted { 0.0 } else { UNROOTED_COST_S }
+                let class = match (k.rooted, k.spare > 0) {
+                    (true, true) => 0.0,
+                    (true, false) => FULL_COST_S,
+                    (false, _) => UNROOTED_COST_S,
+                };
+                let score = class
                     + f64::from(k.depth.unwrap_or(u8::MAX)) * HOP_COST_S
                     + k.latency.unwrap_or(UNMEASURED_LATENCY_S)
                     + f64::from(k.strikes) * HOP_COST_S;
@@ -171,7 +183,12 @@ impl<P: PeerId> TreeMesh<P> {
         match best {
             Some((_, id)) => self.attach_to(id),
             // Peers heard of through peer exchange but not yet asked: probe them before going to discovery.
-            None if !unprobed.is_empty() && self.probe_until.is_none() => self.probe(unprobed),
+            None if !unprobed.is_empty()
+                && self.probe_until.is_none()
+                && self.now - self.last_probe >= PROBE_INTERVAL_S =>
+            {
+                self.probe(unprobed)
+            }
             None if !self.finding
                 && self.probe_until.is_none()
                 && self.now - self.last_find >= self.cfg.find_interval_s =>
@@ -241,7 +258,7 @@ impl<P: PeerId> TreeMesh<P> {
             self.send(from, Message::Accepted { advert });
             return;
         }
-        let refusal = if !self.backbone {
+        let refusal = if !self.takes_children() {
             Some(Refusal::NotBackbone)
         } else if self.path.contains(&from) || self.path.len() + 1 >= MAX_DEPTH {
             Some(Refusal::Loop)
@@ -434,6 +451,13 @@ impl<P: PeerId> TreeMesh<P> {
         // the orphan asks it first.
         let grandparent = self.path.len().checked_sub(2).map(|i| (self.path[i], i, self.rooted));
         self.set_path(Vec::new(), false);
+        // Whoever was below us is now cut off too, and we cannot tell them from the rest: trust no one's place in
+        // the broadcaster's tree until they advertise it again (the broadcaster's is certain).
+        for k in &mut self.peers.list {
+            if !k.is_root() {
+                k.rooted = false;
+            }
+        }
         if let Some((id, depth, rooted)) = grandparent {
             let now = self.now;
             let pinned = self.pinned_fn();
@@ -456,6 +480,12 @@ impl<P: PeerId> TreeMesh<P> {
         }
         self.path = path;
         self.rooted = rooted;
+        if !self.takes_children() && !self.children.is_empty() {
+            // Pushed too deep: let the children find places nearer the top.
+            for child in std::mem::take(&mut self.children) {
+                self.send(child.id, Message::Detach);
+            }
+        }
         let advert = self.advert();
         let children: Vec<P> = self.children.iter().map(|c| c.id).collect();
         for child in children {
@@ -464,9 +494,14 @@ impl<P: PeerId> TreeMesh<P> {
         self.advertise_changes();
     }
 
+    /// Whether this peer may have children where it is now: in the backbone and not too deep.
+    pub(super) fn takes_children(&self) -> bool {
+        self.backbone && (self.cfg.role == Role::Broadcaster || self.path.len() < self.cfg.max_backbone_depth)
+    }
+
     /// Free child slots.
     pub(super) fn spare_slots(&self) -> u32 {
-        if !self.backbone {
+        if !self.takes_children() {
             return 0;
         }
         self.cfg.child_slots().saturating_sub(self.children.len() as u32)
@@ -483,7 +518,7 @@ impl<P: PeerId> TreeMesh<P> {
                 && self.ratio_allows();
             self.backbone = eligible;
         }
-        let keep = if self.backbone {
+        let keep = if self.takes_children() {
             self.cfg.child_slots() as usize
         } else {
             0

@@ -256,15 +256,24 @@ impl TreeMeshSim {
         let children: usize = live.iter().map(|m| m.children().count()).sum();
         let root = self.broadcaster.as_ref().map_or(0, |b| b.children().count());
         let mesh: usize = live.iter().map(|m| m.neighbours().count()).sum();
+        let roots: Vec<&&TreeMesh<u32>> = live
+            .iter()
+            .filter(|m| m.parent().is_none() && m.children().count() > 0)
+            .collect();
+        let unrooted = live.iter().filter(|m| m.parent().is_some() && !m.is_rooted()).count();
+        let roots_attaching = roots.iter().filter(|m| m.attaching()).count();
+        let roots_backbone = roots.iter().filter(|m| m.is_backbone()).count();
+        let orphans = live.iter().filter(|m| m.parent().is_none()).count();
         format!(
-            "{} live, {} with parent, {} backbone, {} children (root {}), mesh links {}, depths {:?}",
+            "{} live, {} with parent, {} backbone, {} children (root {}), mesh links {}, depths {:?}; unrooted {unrooted}, orphans {orphans}, fragment roots {} (attaching {roots_attaching}, backbone {roots_backbone})",
             live.len(),
             with_parent,
             backbone,
             children,
             root,
             mesh,
-            depths
+            depths,
+            roots.len()
         )
     }
 }
@@ -374,8 +383,12 @@ impl Strategy for TreeMeshSim {
         }
     }
 
-    fn on_delivered(&mut self, core: &mut Core, _viewer: usize, _from: NodeId, _seq: u64, _fresh: u128, tag: u64) {
+    fn on_delivered(&mut self, core: &mut Core, _viewer: usize, _from: NodeId, _seq: u64, fresh: u128, tag: u64) {
         let Some(t) = self.transfers.take(tag) else { return };
+        if self.debug && fresh == 0 {
+            let kind = format!("dup-{:?}", t.kind);
+            MSG_COUNTS.with(|c| *c.borrow_mut().entry(kind).or_insert(0u64) += 1);
+        }
         let from = match t.from {
             Some(peer) => BlockSource::Peer(peer),
             None => BlockSource::Origin,
