@@ -71,7 +71,8 @@ pub struct Config {
     pub max_pulls: usize,
     /// Pulls in flight to one neighbour.
     pub max_pulls_per_peer: usize,
-    /// Segments' worth of blocks queued for one child before it counts as too slow and is let go.
+    /// Segments' worth of blocks queued for one child; beyond it the oldest queued block is dropped (the child rescues
+    /// it).
     pub child_queue_segments: f64,
     /// Discovery is asked at most this often.
     pub find_interval_s: f64,

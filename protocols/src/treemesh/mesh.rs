@@ -10,6 +10,8 @@ use super::tree::UNMEASURED_LATENCY_S;
 const URGENT_SEGMENTS: f64 = 2.0;
 /// A peer that refused to be a mesh neighbour is not asked again for this long.
 const MESH_RETRY_S: f64 = 30.0;
+/// The estimate of one origin fetch never exceeds this.
+const MAX_ORIGIN_TOOK_S: f64 = 1.0;
 /// A peer that refused a pull is not asked again for this long.
 const BUSY_BACKOFF_S: f64 = 1.0;
 
@@ -370,6 +372,7 @@ impl<P: PeerId> TreeMesh<P> {
             seg.from_origin &= !(1u128 << block);
         }
         let took = (self.now - sent_at).clamp(1e-3, 10.0);
-        self.origin_took_s = 0.7 * self.origin_took_s + 0.3 * took;
+        // Capped: a busy origin must not make every peer fetch ever earlier (more load, slower still).
+        self.origin_took_s = (0.7 * self.origin_took_s + 0.3 * took).min(MAX_ORIGIN_TOOK_S);
     }
 }

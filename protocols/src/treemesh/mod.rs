@@ -36,8 +36,8 @@
 //!
 //! **Capacity.** A peer advertises free slots out of its budget ([`Config::budget`], after the owner's
 //! [`Policy`]) and never accepts a child beyond them; pulls are served one at a time plus one per bitrate of budget
-//! the children leave free, and refused beyond that. A child whose queue outgrows
-//! [`Config::child_queue_segments`] is let go rather than queued without bound.
+//! the children leave free, and refused beyond that. A child's push queue holds at most
+//! [`Config::child_queue_segments`]; beyond it the oldest block is dropped, never queued without bound.
 //!
 //! **Deadlines.** The built-in virtual player gives every segment a playback deadline. Before it, a pushed segment
 //! still incomplete is rescued from the mesh, and what still would be late is fetched from the HTTP origin block by

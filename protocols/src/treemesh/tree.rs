@@ -575,12 +575,10 @@ impl<P: PeerId> TreeMesh<P> {
             }
             let limit = (self.cfg.child_queue_segments * f64::from(segment.blocks(self.cfg.block_size))).ceil();
             if child.queue.len() as f64 >= limit {
-                // The child cannot keep up (its link, or ours to it): let it find a better place rather than queue
-                // without bound.
-                let child = self.children.remove(i);
-                self.send(child.id, Message::Detach);
-                self.advertise_changes();
-                continue;
+                // Behind by more than the bound (a burst after our own late segment, or a slow link): drop the oldest
+                // queued block rather than queue without bound. The child's deadline check rescues it from the mesh
+                // or the origin; cutting the child loose would orphan its whole subtree over a passing burst.
+                child.queue.pop_front();
             }
             child.queue.push_back((segment, block));
             self.pump_child(i);
