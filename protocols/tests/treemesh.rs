@@ -159,23 +159,23 @@ fn a_joiner_probes_attaches_to_the_broadcaster_and_gets_blocks_pushed_cut_throug
 #[test]
 fn a_full_parent_refuses_and_points_down_its_tree() {
     let mut net = Net::new();
-    // 10x upload at 3x per root child: three slots.
-    for id in 1..=3 {
+    // 10x upload at 1.5x per root child: six slots.
+    for id in 1..=6 {
         join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
     }
     net.advance(1.0);
-    assert_eq!(net.m(ROOT).children().count(), 3);
+    assert_eq!(net.m(ROOT).children().count(), 6);
     // Once stable, the 6x viewers are in the backbone and have room.
     net.advance(5.0);
     assert!(net.m(1).is_backbone());
-    join(&mut net, 4, config(Role::Viewer, 0.5), &[ROOT]);
+    join(&mut net, 7, config(Role::Viewer, 0.5), &[ROOT]);
     net.advance(8.0);
     // The root's probe answer had no free slot but named peers; the joiner probed them and attached below.
-    let parent = net.m(4).parent().expect("the joiner attached one level down");
-    assert!((1..=3).contains(&parent));
-    assert_eq!(net.m(4).depth(), Some(2));
+    let parent = net.m(7).parent().expect("the joiner attached one level down");
+    assert!((1..=6).contains(&parent));
+    assert_eq!(net.m(7).depth(), Some(2));
     // Asked anyway, the full root refuses and points down its tree.
-    join(&mut net, 5, config(Role::Viewer, 0.5), &[]);
+    join(&mut net, 8, config(Role::Viewer, 0.5), &[]);
     let attach = Message::Attach {
         from_seq: 0,
         reachable: true,
@@ -184,19 +184,19 @@ fn a_full_parent_refuses_and_points_down_its_tree() {
     net.input(
         ROOT,
         Input::Message {
-            from: 5,
+            from: 8,
             message: attach,
         },
     );
     let refused = net.sent.iter().rev().find_map(|(f, t, m)| match m {
-        Message::Rejected { reason, try_instead } if (*f, *t) == (ROOT, 5) => Some((*reason, try_instead.clone())),
+        Message::Rejected { reason, try_instead } if (*f, *t) == (ROOT, 8) => Some((*reason, try_instead.clone())),
         _ => None,
     });
-    let (reason, try_instead) = refused.expect("the root refused the fifth child");
+    let (reason, try_instead) = refused.expect("the root refused a seventh child");
     assert_eq!(reason, Refusal::Busy);
     assert!(!try_instead.is_empty(), "it names backbone children");
-    assert!(try_instead.iter().all(|id| (1..=3).contains(id)));
-    assert_eq!(net.m(ROOT).children().count(), 3, "never beyond the budget");
+    assert!(try_instead.iter().all(|id| (1..=6).contains(id)));
+    assert_eq!(net.m(ROOT).children().count(), 6, "never beyond the budget");
 }
 
 #[test]
@@ -281,7 +281,11 @@ fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
             candidates: Vec::new(),
         },
     );
-    // The first segment is asked of the origin at once (one round trip, where peers are two).
+    // Peers get the first chance at the first segment: the origin is not asked at once...
+    assert!(net.origin_fetches.is_empty(), "peers first");
+    // ...but with no peer to pull from, it is asked in time to play at `startup_s`.
+    let startup = config(Role::Viewer, 1.5).startup_s;
+    net.advance(startup - 0.3);
     assert!(net.origin_fetches.iter().any(|(id, s, _)| *id == 1 && s.seq == 4));
     let first: Vec<u16> = net
         .origin_fetches
@@ -302,10 +306,11 @@ fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
     }
     assert!(net.m(1).has_segment(4));
     // Segment 5 is due two seconds after playback started: the origin is asked before then, not at once.
+    let started = net.now;
     let before = net.origin_fetches.len();
-    net.advance(0.5);
+    net.advance(started + 0.5);
     assert_eq!(net.origin_fetches.len(), before, "too early for the origin");
-    net.advance(2.0);
+    net.advance(started + 2.0);
     assert!(
         net.origin_fetches.iter().any(|(_, s, _)| s.seq == 5),
         "fetched just in time for its deadline"

@@ -4,7 +4,8 @@
 //! `dst` gets `min(up[src] / flows leaving src, down[dst] / flows entering dst)`: each endpoint shares its capacity
 //! equally among its flows, and a flow runs at its tighter endpoint's share. That is the standard approximation of
 //! flow-level P2P simulators (it is max-min fair when each flow's bottleneck is its sender's or receiver's own link,
-//! and slightly pessimistic otherwise: capacity a flow cannot use at one end is not handed to its siblings).
+//! and slightly pessimistic otherwise: capacity a flow cannot use at one end is not handed to its siblings — except
+//! at a receiver, for flows from a server, which take only what the server gives them).
 //!
 //! Rates change only when a flow starts or ends, and only for flows that share an endpoint with it, so each change
 //! costs O(flows at the two endpoints). The model does not own the clock or the event queue: each call takes the
@@ -17,7 +18,8 @@
 //! progress at `up / flows`, tracked by one virtual clock (bytes served per flow so far), so a change costs
 //! O(log n) and only the flow that finishes first has a completion scheduled. A server's flows are not slowed by
 //! their receivers' download (a server splits its capacity among thousands, far below any receiver's share), but
-//! they do count against the receiver's download share for its other flows.
+//! they do take from the receiver's download what they use (at most an equal share), leaving the rest to its
+//! other flows.
 //!
 //! Latency is the simulator's business (it delays the start of a flow and the delivery after it), and so is
 //! reachability (a NAT-ed node's inbound connections).
@@ -375,8 +377,7 @@ impl Network {
                 _ => continue,
             };
             let up = self.links[src].up / self.links[src].outgoing.len() as f64;
-            let down = self.links[dst].down / self.links[dst].incoming.len() as f64;
-            let rate = up.min(down);
+            let rate = up.min(self.ordinary_down_share(dst));
             let flow = self.flows[id.0].as_ref().expect("listed flows exist");
             if flow.version != 0 && flow.rate == rate {
                 // Same rate, same finish: its scheduled completion stands (most changes at a receiver with a wide
@@ -402,6 +403,31 @@ impl Network {
             }
         }
         completions
+    }
+
+    /// What one ordinary (non-server) flow into `dst` may take of its download: an equal share of what the server
+    /// flows into it leave. A server flow uses no more than its server's share (`up / active`), so flows from a
+    /// saturated origin, crawling at a fraction of the receiver's share, leave the rest to the receiver's other
+    /// flows, as max-min fairness (and TCP) would; counting each as a full equal share instead starved a viewer's
+    /// pushes whenever the origin was busy, which no real network does.
+    fn ordinary_down_share(&self, dst: NodeId) -> f64 {
+        let link = &self.links[dst];
+        let equal = link.down / link.incoming.len() as f64;
+        let mut server_use = 0.0;
+        let mut ordinary = 0usize;
+        for id in &link.incoming {
+            let Some(flow) = self.flows[id.0].as_ref() else {
+                continue;
+            };
+            if flow.served_from.is_some() {
+                let src = &self.links[flow.src];
+                let active = src.server.as_ref().map_or(1, |s| s.active.max(1));
+                server_use += (src.up / active as f64).min(equal);
+            } else {
+                ordinary += 1;
+            }
+        }
+        (link.down - server_use).max(0.0) / ordinary.max(1) as f64
     }
 
     /// The completion of a server's first finisher, its queue's head, under the current share. Every call issues a
@@ -546,6 +572,26 @@ mod tests {
         let next = c.iter().find(|c| c.flow == ids[1]).unwrap();
         assert!((next.at - 3.5).abs() < 1e-9);
         assert_eq!(net.uploads(origin), 3);
+    }
+
+    #[test]
+    fn a_busy_servers_flows_leave_the_receivers_download_to_its_other_flows() {
+        let mut net = Network::new();
+        // An origin of 1 MB/s shared by 100 flows (10 kB/s each), one of them to our viewer.
+        let origin = net.add_server(MB);
+        let others: Vec<NodeId> = (0..99).map(|_| net.add_node(0.0, 10.0 * MB)).collect();
+        for (i, v) in others.iter().enumerate() {
+            net.start(0.0, origin, *v, 1_000_000, i as u64);
+        }
+        let viewer = net.add_node(0.0, 2.0 * MB);
+        net.start(0.0, origin, viewer, 1_000_000, 100);
+        // A peer with 4 MB/s of upload sends 1 MB: the viewer's 2 MB/s download, less the origin's 10 kB/s, is
+        // the bottleneck — not half of it, as an equal share per flow would have it.
+        let peer = net.add_node(4.0 * MB, 0.0);
+        let (id, c) = net.start(0.0, peer, viewer, 1_000_000, 101);
+        let took = at(&c, id).at;
+        let expected = 1.0 / (2.0 - 0.01);
+        assert!((took - expected).abs() < 1e-6, "took {took} s, expected {expected}");
     }
 
     #[test]

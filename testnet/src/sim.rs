@@ -551,6 +551,8 @@ impl<S: Strategy> Simulation<S> {
         let mut lags = Vec::new();
         let (mut stalled, mut watched, mut on_time, mut late) = (0.0, 0.0, 0u64, 0u64);
         let mut upload_use = Vec::new();
+        // Debugging: per 10 s of join time, viewers, those whose start took over 1.5 s, their stalled seconds.
+        let mut slow_starts = std::collections::BTreeMap::new();
         for v in &core.viewers {
             let until = v.left.unwrap_or(end);
             // Playback runs one segment behind the live edge, so it cannot start before the segment after the
@@ -559,6 +561,14 @@ impl<S: Strategy> Simulation<S> {
             let next_made = v.first_seq.and_then(|first| core.segment_ready.get(first as usize + 1));
             let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
             let p = playback::evaluate(join, until, s.segment_s, &v.ready);
+            if self.debug {
+                let bucket = slow_starts
+                    .entry((v.joined / 10.0) as u64 * 10)
+                    .or_insert((0, 0, 0.0f64));
+                bucket.0 += 1;
+                bucket.1 += usize::from(p.ttfb_s.is_none_or(|t| t > 1.5));
+                bucket.2 += p.stalled_s;
+            }
             ttfb.extend(p.ttfb_s);
             stalled += p.stalled_s;
             watched += p.watched_s;
@@ -577,6 +587,9 @@ impl<S: Strategy> Simulation<S> {
             if capacity > 0.0 {
                 upload_use.push(v.uploaded / capacity);
             }
+        }
+        if self.debug {
+            eprintln!("joined at: (viewers, slow starts, stalled s) {slow_starts:?}");
         }
         let b = core.bytes;
         let received = b.from_peers + b.from_broadcaster + b.from_origin;

@@ -48,7 +48,10 @@ pub struct Config {
     /// Upload a child is promised, as a multiple of the bitrate: the headroom that lets pushes run ahead of
     /// playback. A node's child slots are `budget / (child_rate_x * bitrate)`.
     pub child_rate_x: f64,
-    /// The same for the broadcaster's children: fewer, faster children at the root shorten every path.
+    /// The same for the broadcaster's children. The segment crosses every path at the slowest hop's rate anyway, so
+    /// a faster first hop buys little, while more children at the root make every path a level shorter and a root
+    /// child's departure cut off a smaller share of the viewers (measured: 1.5 against 3.0 halved the rebuffer ratio
+    /// at 3,000 viewers and was about even at 1,000).
     pub root_child_rate_x: f64,
     /// A viewer has proven stable after this long in the stream (mTreebone's age threshold).
     pub stable_after_s: f64,
@@ -80,9 +83,11 @@ pub struct Config {
     pub deadline_margin_s: f64,
     /// Segments held for others, behind the newest.
     pub window_segments: u64,
-    /// Fetch the first segment from the origin while peers are still being probed (it is one round trip away,
-    /// the peers two).
-    pub first_segment_from_origin: bool,
+    /// Seconds from joining to the first segment playable that a viewer plans for: the first segment is pulled
+    /// from the peers that probing finds, and the origin is asked, just in time, only for what they would not
+    /// deliver by then. Joining a little later than the fastest possible start costs the origin nothing and gives
+    /// every later segment that much more slack (the design's target is p95 ≤ 1.5 s).
+    pub startup_s: f64,
     /// Interval of the maintenance tick (adverts, parent quality, promotion).
     pub tick_s: f64,
 }
@@ -100,7 +105,7 @@ impl Config {
             has_origin: true,
             policy: Policy::default(),
             child_rate_x: 1.5,
-            root_child_rate_x: 3.0,
+            root_child_rate_x: 1.5,
             stable_after_s: 4.0,
             backbone_min_slots: 2,
             max_backbone_depth: 64,
@@ -115,7 +120,7 @@ impl Config {
             find_interval_s: 3.0,
             deadline_margin_s: 0.3,
             window_segments: 30,
-            first_segment_from_origin: true,
+            startup_s: 1.2,
             tick_s: 2.0,
         }
     }

@@ -20,7 +20,7 @@ impl<P: PeerId> TreeMesh<P> {
         if seg.info.seq < start || seg.is_complete() {
             return None;
         }
-        let expected_start = self.joined_at + self.cfg.probe_wait_s;
+        let expected_start = self.joined_at + self.cfg.startup_s;
         let due = self.player.due(seg.info.seq, self.cfg.segment_s, expected_start);
         let missing = u64::from((seg.all() & !seg.have).count_ones());
         let origin_s = self.origin_took_s * missing.div_ceil(ORIGIN_PARALLEL) as f64;
@@ -64,7 +64,7 @@ impl<P: PeerId> TreeMesh<P> {
             if !seg.rescue && rescue_at <= now {
                 rescue.push(seg.info.seq);
             }
-            if origin_at <= now && seg.unrequested() != 0 {
+            if origin_at <= now && self.origin_open(seg) != 0 {
                 origin.push(seg.info.seq);
             }
         }
@@ -91,8 +91,10 @@ impl<P: PeerId> TreeMesh<P> {
         if !self.cfg.has_origin || self.now < self.origin_down_until {
             return;
         }
+        let Some(open) = self.window.get(seq).map(|s| self.origin_open(s)) else {
+            return;
+        };
         let Some(seg) = self.window.get_mut(seq) else { return };
-        let open = seg.unrequested();
         seg.from_origin |= open;
         let (info, blocks) = (seg.info, seg.blocks);
         for block in (0..blocks).filter(|b| open & (1u128 << b) != 0) {
@@ -102,6 +104,18 @@ impl<P: PeerId> TreeMesh<P> {
                 sent_at: self.now,
             });
             self.out.push_back(super::Output::FetchOrigin { segment: info, block });
+        }
+    }
+
+    /// Blocks of `seg` the origin should send when its time comes: those no one is sending — and, for the first
+    /// segment, also those still being pulled (a slow peer must not hold up the start: peers' answers to a joiner
+    /// are the least certain).
+    pub(super) fn origin_open(&self, seg: &Segment) -> u128 {
+        let starting = self.player.started_at.is_none() && self.player.start == Some(seg.info.seq);
+        if starting {
+            seg.all() & !seg.have & !seg.from_origin
+        } else {
+            seg.unrequested()
         }
     }
 

@@ -328,7 +328,7 @@ impl<P: PeerId> TreeMesh<P> {
                     if !seg.rescue && rescue > self.now {
                         consider(rescue);
                     }
-                    if origin > self.now && seg.unrequested() != 0 {
+                    if origin > self.now && self.origin_open(seg) != 0 {
                         consider(origin);
                     }
                 }

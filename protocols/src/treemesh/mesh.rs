@@ -121,6 +121,7 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         let start = *self.player.start.get_or_insert(segment.seq);
+        self.window.skip_below(start);
         if segment.seq >= start {
             self.window
                 .insert(segment, self.cfg.block_size, self.cfg.window_segments);
@@ -234,7 +235,7 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         let Some(start) = self.player.start else { return };
-        let expected_start = self.joined_at + self.cfg.probe_wait_s;
+        let expected_start = self.joined_at + self.cfg.startup_s;
         let horizon = self.now + URGENT_SEGMENTS * self.cfg.segment_s;
         let mut wanted: Vec<(bool, usize, u64)> = self
             .window
@@ -341,6 +342,7 @@ impl<P: PeerId> TreeMesh<P> {
         }
         self.push_to_children(segment, block);
         if complete {
+            self.window.advance();
             self.player.completed(segment.seq, self.now, self.cfg.segment_s);
             if !rescued && let Some(parent) = self.parent.as_mut() {
                 parent.strikes = 0;

@@ -12,7 +12,7 @@
 //! [`Config::backbone_min_slots`] children at [`Config::child_rate_x`] times the bitrate form a tree rooted at the
 //! broadcaster. Every peer, backbone or not, has one parent in that tree, which pushes it every block as soon as
 //! the block is verified (cut-through: never waiting for the segment). Peers outside the backbone are the tree's
-//! leaves ("outskirts" in mTreebone). The root takes fewer, faster children ([`Config::root_child_rate_x`]), and
+//! leaves ("outskirts" in mTreebone). The root's children get their own rate ([`Config::root_child_rate_x`]), and
 //! a peer that learns of a free slot nearer the root moves there (mTreebone's low-delay jump). Each peer knows its
 //! path from the root; a peer never accepts a child that is on its own path, and a peer that finds itself on its
 //! parent's path leaves it, so no loop survives.
@@ -21,8 +21,10 @@
 //! latency and returns their place in the tree, free slots, held segments and a few more peers (peer exchange, as
 //! in HyParView's shuffle) — then asks the candidate with the best mix of few hops and low latency to be its parent;
 //! a full parent answers with children of its own that have room. The joiner starts one segment behind the live
-//! edge: that segment comes from the origin while the probes are out (one round trip away where peers are two),
-//! the next is pulled from the probed peers, and the parent pushes from the one after.
+//! edge. It plans to play [`Config::startup_s`] after joining: that first segment is pulled, striped block by block,
+//! from the probed peers that hold it, and the origin is asked just in time for the blocks they would not deliver
+//! by then — so a burst of joiners does not land on the origin, and every later deadline gains the same slack. The
+//! next segments are pulled too, and the parent pushes from the one after.
 //!
 //! **Mesh (after CoolStreaming/DONet, Zhang et al., INFOCOM 2005, and PlumTree's lazy links).** Every viewer also
 //! keeps [`Config::mesh_degree`] neighbours, the nearest it knows, and tells them with a HAVE each time a segment is

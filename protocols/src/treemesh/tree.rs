@@ -44,9 +44,7 @@ impl<P: PeerId> TreeMesh<P> {
                 .saturating_sub(1)
                 .max(tail.iter().map(|s| s.seq).min().unwrap_or(0));
             self.player.start = Some(start);
-            if self.cfg.has_origin && self.cfg.first_segment_from_origin {
-                self.fetch_from_origin(start);
-            }
+            self.window.skip_below(start);
         }
         self.on_candidates(candidates);
     }
@@ -559,6 +557,7 @@ impl<P: PeerId> TreeMesh<P> {
         seg.have = seg.all();
         seg.complete_at = Some(self.now);
         let blocks = seg.blocks;
+        self.window.advance();
         for b in 0..blocks {
             self.push_to_children(segment, b);
         }

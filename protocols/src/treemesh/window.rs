@@ -60,6 +60,9 @@ impl Segment {
 pub(super) struct Window {
     base: u64,
     slots: VecDeque<Option<Segment>>,
+    /// Every segment below it is whole or not played: where the search for work starts (most of the window is
+    /// whole segments kept for others, and walking them on every event was the simulator's hottest loop).
+    done_below: u64,
 }
 
 impl Window {
@@ -94,27 +97,39 @@ impl Window {
             self.slots.pop_front();
             self.base += 1;
         }
+        self.advance();
         true
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Segment> {
+    /// Segments below `seq` are not played: no deadline, no pulls.
+    pub(super) fn skip_below(&mut self, seq: u64) {
+        self.done_below = self.done_below.max(seq);
+        self.advance();
+    }
+
+    /// Moves the start of the work past segments that became whole; call it when one does.
+    pub(super) fn advance(&mut self) {
+        self.done_below = self.done_below.max(self.base);
+        while self.get(self.done_below).is_some_and(Segment::is_complete) {
+            self.done_below += 1;
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl DoubleEndedIterator<Item = &Segment> {
         self.slots.iter().flatten()
     }
 
     /// Segments from the oldest one not yet whole (the ones deadlines matter for), newest last.
     pub(super) fn iter_incomplete(&self) -> impl Iterator<Item = &Segment> {
-        let skip = self
-            .slots
-            .iter()
-            .take_while(|s| s.as_ref().is_some_and(Segment::is_complete))
-            .count();
-        self.slots.iter().skip(skip).flatten()
+        let skip = self.done_below.saturating_sub(self.base) as usize;
+        self.slots.iter().skip(skip).flatten().filter(|s| !s.is_complete())
     }
 
     /// The newest and the oldest segment held whole.
     pub(super) fn complete_range(&self) -> (Option<u64>, Option<u64>) {
-        let complete = || self.iter().filter(|s| s.is_complete()).map(|s| s.info.seq);
-        (complete().max(), complete().min())
+        let newest = self.iter().rev().find(|s| s.is_complete()).map(|s| s.info.seq);
+        let oldest = self.iter().find(|s| s.is_complete()).map(|s| s.info.seq);
+        (newest, oldest)
     }
 }
 

@@ -2,7 +2,9 @@
 //! a summary and optionally writes the JSON report.
 //!
 //! For protocol work: `SIM_DEBUG=1` prints event and message counts and, for tree-mesh, the topology every virtual
-//! minute; `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables (with `SIM_DEBUG`).
+//! minute (`SIM_EVERY=10`: every 10 s) and, per 10 s of join time, the viewers, those whose start took over 1.5 s
+//! and their stalled seconds; `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables and
+//! `SIM_TRACE=N` prints every input and output of viewer N's state machine (both with `SIM_DEBUG`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,10 +64,14 @@ fn run_scenario() -> Result<()> {
                     }
                 }),
             );
+            let every: f64 = std::env::var("SIM_EVERY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60.0);
             let mut t = 0.0;
             while sim.run_until(t) {
                 t += 5.0;
-                if t % 60.0 == 0.0 {
+                if t % every == 0.0 {
                     eprintln!("t={t}: {}", sim.strategy().topology());
                 }
             }

@@ -61,6 +61,8 @@ pub struct TreeMeshSim {
     transfers: Slab<Transfer>,
     config: Box<dyn Fn(&mut Config)>,
     debug: bool,
+    /// The viewer whose every input and output is printed (`SIM_TRACE=index`, with `SIM_DEBUG`).
+    trace: Option<u32>,
 }
 
 impl Default for TreeMeshSim {
@@ -83,6 +85,7 @@ impl TreeMeshSim {
             transfers: Slab::default(),
             config: Box::new(tune),
             debug: std::env::var_os("SIM_DEBUG").is_some(),
+            trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         }
     }
 
@@ -124,6 +127,9 @@ impl TreeMeshSim {
     /// Hands `input` to `peer`'s machine (if it is still there) and carries out what it asks.
     fn feed(&mut self, core: &mut Core, peer: u32, input: Input<u32>) {
         let now = core.now;
+        if self.trace == Some(peer) {
+            eprintln!("{now:.3} {peer} <- {input:?}");
+        }
         let Some(m) = self.machine(peer) else { return };
         m.handle(now, input);
         self.drive(core, peer);
@@ -137,6 +143,9 @@ impl TreeMeshSim {
         }
         let wake = m.poll_timeout();
         for output in outputs {
+            if self.trace == Some(peer) {
+                eprintln!("{:.3} {peer} -> {output:?}", core.now);
+            }
             self.carry_out(core, peer, output);
         }
         if let Some(at) = wake {
