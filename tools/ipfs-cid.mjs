@@ -1,5 +1,5 @@
 // Prints the root CID IPFS computes for each file named on the command line, with CID version 1, raw leaves,
-// 256 KiB fixed-size chunks and the balanced layout: the independent reference for StreamrP2P's segment CIDs.
+// 64 KiB fixed-size chunks and the balanced layout: the independent reference for StreamrP2P's segment CIDs.
 import { readFile } from 'node:fs/promises'
 import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
@@ -18,7 +18,7 @@ for (const path of process.argv.slice(2)) {
     cidVersion: 1,
     rawLeaves: true,
     reduceSingleLeafToSelf: true,
-    chunker: fixedSize({ chunkSize: 262144 }),
+    chunker: fixedSize({ chunkSize: 65536 }),
     layout: balanced({ maxChildrenPerNode: 174 })
   }
   for await (const entry of importer([{ content }], blockstore, options)) {

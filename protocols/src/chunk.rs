@@ -22,7 +22,7 @@ use crate::stream::{SignedStreamInfo, StreamId};
 pub const PROTOCOL_NAME: &str = "/streamrp2p/chunk/1.0.0";
 /// Largest request: a CID or a stream id with a sequence number fit in far less.
 pub const MAX_REQUEST_SIZE: usize = 1024;
-/// Largest response: a manifest response is filled up to [`MANIFEST_RESPONSE_BUDGET`]; a block is at most 256 KiB.
+/// Largest response: a manifest response is filled up to [`MANIFEST_RESPONSE_BUDGET`]; a block is at most [`BLOCK_SIZE`].
 pub const MAX_RESPONSE_SIZE: usize = 1024 * 1024;
 /// Bytes of entries a responder puts in one manifest response, so that it stays below [`MAX_RESPONSE_SIZE`].
 pub const MANIFEST_RESPONSE_BUDGET: usize = 768 * 1024;

@@ -4,8 +4,8 @@
 //! simulator drive the same code. The pieces, in the order a segment meets them:
 //!
 //! - [`stream`]: a stream's id, derived from its broadcaster's key and its name, and the signed [`stream::StreamInfo`].
-//! - [`segment`]: a segment cut into raw blocks of at most 256 KiB, each addressed by a CIDv1, and the segment's
-//!   root CID, which is exactly what IPFS computes for the same bytes (CIDv1, raw leaves, 256 KiB fixed-size chunks,
+//! - [`segment`]: a segment cut into raw blocks of at most 64 KiB, each addressed by a CIDv1, and the segment's
+//!   root CID, which is exactly what IPFS computes for the same bytes (CIDv1, raw leaves, 64 KiB fixed-size chunks,
 //!   balanced UnixFS DAG); [`segment::SegmentAssembly`] verifies blocks as they arrive.
 //! - [`manifest`]: the broadcaster-signed entry that describes one segment, and the bounded window of sequence
 //!   numbers a viewer accepts.

@@ -128,7 +128,7 @@ pub enum ManifestError {
     #[error("entry signature does not verify against the broadcaster's key")]
     Signature,
     /// Size and block count contradict each other.
-    #[error("entry of {size} bytes cannot have {blocks} blocks of 256 KiB")]
+    #[error("entry of {size} bytes cannot have {blocks} blocks of {BLOCK_SIZE} bytes")]
     Inconsistent {
         /// Size claimed.
         size: u64,

@@ -1,5 +1,5 @@
-//! The root CID IPFS gives a file imported with CID version 1, raw leaves, 256 KiB fixed-size chunks and the
-//! balanced layout (`ipfs add --cid-version=1 --raw-leaves`, or `ipfs-unixfs-importer` with those options).
+//! The root CID IPFS gives a file imported with CID version 1, raw leaves, fixed-size chunks and the balanced layout
+//! (`ipfs add --cid-version=1 --raw-leaves --chunker=size-65536`, or `ipfs-unixfs-importer` with those options).
 //!
 //! The balanced layout groups the leaves into parents of at most 174 links, then groups those parents the same way,
 //! until one node is left. A file of a single block is that block. Each parent is a DAG-PB node (spec:

@@ -74,7 +74,7 @@ fn ffmpeg_segment(dir: &Path, name: &str, bitrate: &str) -> PathBuf {
 #[test]
 fn segment_root_cids_match_ipfs_on_real_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let small = ffmpeg_segment(dir.path(), "small.ts", "200k");
+    let small = ffmpeg_segment(dir.path(), "small.ts", "40k");
     let large = ffmpeg_segment(dir.path(), "large.ts", "4M");
     let small_bytes = std::fs::read(&small).unwrap();
     let large_bytes = std::fs::read(&large).unwrap();

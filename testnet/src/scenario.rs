@@ -93,7 +93,7 @@ pub struct Scenario {
     pub download_x: f64,
     /// Upload classes; their shares add up to 1.
     pub upload: Vec<UploadClass>,
-    /// Block size in KiB (default: the protocol's, 256 KiB raw leaves as IPFS cuts them).
+    /// Block size in KiB (default: the protocol's [`streamrp2p_protocols::segment::BLOCK_SIZE`], 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_kib: Option<u32>,
 }

@@ -407,8 +407,14 @@ impl<S: Strategy> Simulation<S> {
                 DEBUG_COUNTS.with(|c| c.borrow_mut()[k] += 1);
             }
             self.handle(event);
-            let completions = self.core.net.flush(self.core.now);
-            self.core.schedule_completions(completions);
+            // Rates are recomputed once for every event of the same instant: a sender's pushes of one block to its
+            // children end together, and settling the rates after each of them in turn would re-time (and leave
+            // stale) the completions of the others, O(children²) events per block.
+            let same_instant = self.core.queue.peek().is_some_and(|Reverse(n)| n.at <= at);
+            if !same_instant {
+                let completions = self.core.net.flush(self.core.now);
+                self.core.schedule_completions(completions);
+            }
         }
         false
     }
