@@ -105,6 +105,31 @@ fn tree_mesh_carries_a_small_stream_from_peers_and_is_reproducible() {
     assert!(a.control_overhead_ratio.unwrap() < 0.03, "{a:?}");
 }
 
+/// The `1k` scenario's shape at 300 viewers for 2 minutes: what CI can afford of it.
+fn three_hundred() -> Scenario {
+    Scenario {
+        name: "300".into(),
+        viewers: 300,
+        duration_s: 120.0,
+        ..scenario("1k.toml")
+    }
+}
+
+#[test]
+fn tree_mesh_meets_the_start_stall_and_control_targets_at_300_viewers_with_churn() {
+    let r = Simulation::new(three_hundred(), TreeMeshSim::default()).run();
+    // The design's targets that the tree-mesh meets at this size (and at 1,000 viewers, see the README).
+    assert!(r.ttfb_p95_s.unwrap() <= 1.5, "{r:?}");
+    assert!(r.rebuffer_ratio.unwrap() <= 0.01, "{r:?}");
+    assert!(r.control_overhead_ratio.unwrap() <= 0.03, "{r:?}");
+    // Floors under the rest, which issue 3 still owes (offload ≥ 0.95, availability ≥ 0.9999, lag p95 ≤ 2.5 s,
+    // duplicates ≤ 0.02): half of this short run is the join phase, where the tree is still forming.
+    assert!(r.offload.unwrap() > 0.9, "{r:?}");
+    assert!(r.availability.unwrap() > 0.98, "{r:?}");
+    assert!(r.lag_p95_s.unwrap() < 3.5, "{r:?}");
+    assert!(r.duplicate_ratio.unwrap() < 0.1, "{r:?}");
+}
+
 #[test]
 fn gossipsub_flood_duplicates_what_the_tree_mesh_does_not() {
     let tree = Simulation::new(small(Protocol::TreeMesh), TreeMeshSim::default()).run();
