@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use streamrp2p_protocols::treemesh::{
-    BlockSource, Config, Input, Message, Output, Policy, Refusal, Role, SegmentInfo, TreeMesh, UploadKind,
+    Advert, BlockSource, Config, Input, Message, Output, Policy, Refusal, Role, SegmentInfo, TreeMesh, UploadKind,
 };
 
 const BITRATE: f64 = 312_500.0;
@@ -315,6 +315,93 @@ fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
         net.origin_fetches.iter().any(|(_, s, _)| s.seq == 5),
         "fetched just in time for its deadline"
     );
+}
+
+#[test]
+fn a_full_tree_sends_a_joiner_straight_to_a_free_slot_levels_below() {
+    let mut net = Net::new();
+    // The root's six slots go to 6x viewers, which take four children each once stable.
+    for id in 1..=6 {
+        join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
+    }
+    net.advance(5.0);
+    // Their 24 slots fill; one of the newcomers (10) has a 6x uplink and will have room of its own.
+    for id in 10..34 {
+        let upload = if id == 10 { 6.0 } else { 0.5 };
+        join(&mut net, id, config(Role::Viewer, upload), &[ROOT]);
+    }
+    net.advance(12.0);
+    assert!((1..=6).all(|id| net.m(id).children().count() == 4), "level 1 is full");
+    assert_eq!(net.m(10).depth(), Some(2));
+    assert!(net.m(10).is_backbone());
+    // Asked anyway, the full root names the free slot two levels down first.
+    net.add(99, config(Role::Viewer, 0.5));
+    let attach = Message::Attach {
+        from_seq: 0,
+        reachable: true,
+        slots: 0,
+    };
+    net.input(
+        ROOT,
+        Input::Message {
+            from: 99,
+            message: attach,
+        },
+    );
+    let try_instead = net.sent.iter().rev().find_map(|(f, t, m)| match m {
+        Message::Rejected { try_instead, .. } if (*f, *t) == (ROOT, 99) => Some(try_instead.clone()),
+        _ => None,
+    });
+    assert_eq!(try_instead.expect("the root refused").first(), Some(&10));
+}
+
+#[test]
+fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
+    let mut net = Net::new();
+    net.add(1, config(Role::Viewer, 1.5));
+    net.input(
+        1,
+        Input::Join {
+            tail: vec![segment(4), segment(5)],
+            candidates: Vec::new(),
+        },
+    );
+    // No peer known: the first segment goes to the origin, which never answers.
+    net.advance(1.0);
+    assert_eq!(net.origin_fetches.iter().filter(|f| f.1.seq == 4).count(), 10);
+    // A peer that holds segment 4 turns up (its probe answer).
+    let advert = Advert {
+        path: vec![ROOT],
+        rooted: true,
+        backbone: false,
+        spare_slots: 0,
+        leaf_children: 0,
+        reachable: true,
+        newest: Some(4),
+        oldest: Some(4),
+        room: None,
+    };
+    let reply = Message::ProbeReply {
+        advert,
+        peers: Vec::new(),
+    };
+    net.input(
+        1,
+        Input::Message {
+            from: 2,
+            message: reply,
+        },
+    );
+    let wants = |net: &Net| {
+        net.sent
+            .iter()
+            .filter(|(f, t, m)| (*f, *t) == (1, 2) && matches!(m, Message::Want { segment, .. } if segment.seq == 4))
+            .count()
+    };
+    assert_eq!(wants(&net), 0, "the origin is asked already, and not late yet");
+    // Once the origin has taken twice its usual time, the peer races it for the missing blocks.
+    net.advance(2.0);
+    assert!(wants(&net) > 0, "a hedged pull to the peer");
 }
 
 #[test]

@@ -559,6 +559,7 @@ impl<S: Strategy> Simulation<S> {
         let mut upload_use = Vec::new();
         // Debugging: per 10 s of join time, viewers, those whose start took over 1.5 s, their stalled seconds.
         let mut slow_starts = std::collections::BTreeMap::new();
+        let mut slow_examples = Vec::new();
         for v in &core.viewers {
             let until = v.left.unwrap_or(end);
             // Playback runs one segment behind the live edge, so it cannot start before the segment after the
@@ -573,6 +574,9 @@ impl<S: Strategy> Simulation<S> {
                     .or_insert((0, 0, 0.0f64));
                 bucket.0 += 1;
                 bucket.1 += usize::from(p.ttfb_s.is_none_or(|t| t > 1.5));
+                if p.ttfb_s.is_some_and(|t| t > 3.0) && slow_examples.len() < 8 && v.joined > 10.0 {
+                    slow_examples.push((v.node, p.ttfb_s));
+                }
                 bucket.2 += p.stalled_s;
             }
             ttfb.extend(p.ttfb_s);
@@ -595,7 +599,15 @@ impl<S: Strategy> Simulation<S> {
             }
         }
         if self.debug {
-            eprintln!("joined at: (viewers, slow starts, stalled s) {slow_starts:?}");
+            eprintln!(
+                "joined at: (viewers, slow starts, stalled s) {slow_starts:?}; slow (node, ttfb): {slow_examples:?}"
+            );
+            let origin: Vec<u64> = core
+                .origin_per_second
+                .chunks(10)
+                .map(|c| (c.iter().sum::<f64>() / c.len() as f64 * 8.0 / 1e6) as u64)
+                .collect();
+            eprintln!("origin Mbit/s per 10 s: {origin:?}");
         }
         let b = core.bytes;
         let received = b.from_peers + b.from_broadcaster + b.from_origin;

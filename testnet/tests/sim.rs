@@ -125,9 +125,9 @@ fn tree_mesh_meets_the_start_stall_and_control_targets_at_300_viewers_with_churn
     // Floors under the rest, which issue 3 still owes (offload ≥ 0.95, availability ≥ 0.9999, lag p95 ≤ 2.5 s,
     // duplicates ≤ 0.02): half of this short run is the join phase, where the tree is still forming.
     assert!(r.offload.unwrap() > 0.9, "{r:?}");
-    assert!(r.availability.unwrap() > 0.98, "{r:?}");
-    assert!(r.lag_p95_s.unwrap() < 3.5, "{r:?}");
-    assert!(r.duplicate_ratio.unwrap() < 0.1, "{r:?}");
+    assert!(r.availability.unwrap() > 0.99, "{r:?}");
+    assert!(r.lag_p95_s.unwrap() < 3.0, "{r:?}");
+    assert!(r.duplicate_ratio.unwrap() < 0.08, "{r:?}");
 }
 
 #[test]

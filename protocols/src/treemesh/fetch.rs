@@ -6,12 +6,17 @@ use super::config::Role;
 use super::machine::{OriginFetch, PeerId, TreeMesh};
 use super::window::Segment;
 
-/// Origin fetches run in parallel this many at a time when estimating how long the missing blocks take.
-const ORIGIN_PARALLEL: u64 = 8;
+/// Origin fetches run in parallel this many at a time when estimating how long the missing blocks take: HTTP/2
+/// multiplexes a segment's range requests on one connection. (Counting 8 made every joiner ask the origin for its
+/// first segment 0.3 s after joining, before the probed peers could answer: 92 % of first segments came from the
+/// origin at 3,000 viewers, against 69 % with 16.)
+const ORIGIN_PARALLEL: u64 = 16;
 /// Time allowed for a mesh rescue (a HAVE-informed pull: request, transfer, response), on top of the origin's.
 const RESCUE_S: f64 = 0.6;
 /// After an origin failure, leave it alone this long.
 const ORIGIN_BACKOFF_S: f64 = 2.0;
+/// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
+const MIN_HEDGE_S: f64 = 0.5;
 
 impl<P: PeerId> TreeMesh<P> {
     /// For a segment this peer still needs: when to rescue it from the mesh, and when to take it from the origin.
@@ -48,8 +53,37 @@ impl<P: PeerId> TreeMesh<P> {
             }
         }
         self.expire_pulls();
+        self.hedge_slow_origin();
         if self.cfg.role == Role::Viewer && self.joined {
             self.check_deadlines();
+        }
+    }
+
+    /// How long an origin fetch runs before peers may race it.
+    pub(super) fn hedge_after(&self) -> f64 {
+        (2.0 * self.origin_took_s).max(MIN_HEDGE_S)
+    }
+
+    /// Lets peers that hold a block race the origin for it when the origin is slow to send it — a hedged request
+    /// (Dean and Barroso, "The Tail at Scale", CACM 2013): a saturated origin must not hold up a block a neighbour
+    /// could send in a fraction of the time.
+    fn hedge_slow_origin(&mut self) {
+        // The same sum as in `poll_timeout`, so that the wake-up it asks for always finds this due.
+        let after = self.hedge_after();
+        let mut any = false;
+        for i in 0..self.origin.len() {
+            let f = self.origin[i];
+            if f.hedged || f.sent_at + after > self.now {
+                continue;
+            }
+            self.origin[i].hedged = true;
+            if let Some(seg) = self.window.get_mut(f.seq) {
+                seg.hedged |= 1u128 << f.block;
+                any = true;
+            }
+        }
+        if any {
+            self.pump_pulls();
         }
     }
 
@@ -102,6 +136,7 @@ impl<P: PeerId> TreeMesh<P> {
                 seq,
                 block,
                 sent_at: self.now,
+                hedged: false,
             });
             self.out.push_back(super::Output::FetchOrigin { segment: info, block });
         }
@@ -123,6 +158,7 @@ impl<P: PeerId> TreeMesh<P> {
         self.origin.retain(|f| !(f.seq == segment.seq && f.block == block));
         if let Some(seg) = self.window.get_mut(segment.seq) {
             seg.from_origin &= !(1u128 << block);
+            seg.hedged &= !(1u128 << block);
         }
         self.origin_down_until = self.now + ORIGIN_BACKOFF_S;
         // Peers may still have it: ask the mesh right away.

@@ -153,6 +153,8 @@ pub(super) struct Child<P> {
     pub(super) spare: u32,
     pub(super) backbone: bool,
     pub(super) reachable: bool,
+    /// The free slot nearest below it, from its last advert.
+    pub(super) room: Option<(P, u8)>,
 }
 
 /// The parent and what it pushes.
@@ -189,6 +191,8 @@ pub(super) struct OriginFetch {
     pub(super) seq: u64,
     pub(super) block: u16,
     pub(super) sent_at: f64,
+    /// Peers may race the origin for it (it is slow).
+    pub(super) hedged: bool,
 }
 
 /// One peer's part in one stream's tree-mesh. See the [module documentation](super) for the algorithm.
@@ -211,6 +215,8 @@ pub struct TreeMesh<P> {
     pub(super) backbone: bool,
     /// What neighbours were last told (backbone, spare > 0, connected), to advertise only changes.
     pub(super) advertised: (bool, bool, bool),
+    /// The free slot the parent was last told of.
+    pub(super) advertised_room: Option<(P, u8)>,
     // The mesh.
     pub(super) peers: Peers<P>,
     pub(super) probe_until: Option<f64>,
@@ -252,6 +258,7 @@ impl<P: PeerId> TreeMesh<P> {
             rooted: broadcaster,
             backbone: broadcaster,
             advertised: (broadcaster, true, broadcaster),
+            advertised_room: None,
             peers: Peers::default(),
             probe_until: None,
             finding: false,
@@ -321,6 +328,10 @@ impl<P: PeerId> TreeMesh<P> {
         }
         for p in &self.pulls {
             consider(p.deadline);
+        }
+        let hedge_after = self.hedge_after();
+        for f in self.origin.iter().filter(|f| !f.hedged) {
+            consider(f.sent_at + hedge_after);
         }
         if self.joined && self.cfg.role == Role::Viewer {
             for seg in self.window.iter_incomplete() {
@@ -416,7 +427,21 @@ impl<P: PeerId> TreeMesh<P> {
             reachable: self.cfg.reachable,
             newest,
             oldest,
+            room: self.room(),
         }
+    }
+
+    /// The nearest free slot in this peer's subtree that anyone can connect to (see [`Advert::room`]).
+    pub(super) fn room(&self) -> Option<(P, u8)> {
+        if self.spare_slots() > 0 && self.cfg.reachable {
+            return Some((self.me, 0));
+        }
+        self.children
+            .iter()
+            .filter_map(|c| c.room)
+            .filter(|(_, below)| *below < u8::MAX)
+            .min_by_key(|(id, below)| (*below, *id))
+            .map(|(id, below)| (id, below + 1))
     }
 
     /// Whether a link between this peer and one that is (not) `reachable` can be made.
@@ -460,6 +485,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     fn on_peer_gone(&mut self, peer: P) {
         self.children.retain(|c| c.id != peer);
+        self.advertise_changes();
         if self.parent.is_some_and(|p| p.id == peer) {
             self.lose_parent();
         }

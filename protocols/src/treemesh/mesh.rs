@@ -240,7 +240,7 @@ impl<P: PeerId> TreeMesh<P> {
         let mut wanted: Vec<(bool, usize, u64)> = self
             .window
             .iter_incomplete()
-            .filter(|s| s.info.seq >= start && s.unrequested() != 0 && (s.rescue || !self.expects_push(s.info.seq)))
+            .filter(|s| s.info.seq >= start && s.pullable() != 0 && (s.rescue || !self.expects_push(s.info.seq)))
             .map(|s| {
                 let due = self.player.due(s.info.seq, self.cfg.segment_s, expected_start);
                 let holders = self.peers.list.iter().filter(|k| k.holds(s.info.seq)).count();
@@ -251,7 +251,7 @@ impl<P: PeerId> TreeMesh<P> {
         wanted.sort_unstable();
         for (_, _, seq) in wanted {
             let Some(seg) = self.window.get(seq) else { continue };
-            let (info, blocks, mut open) = (seg.info, seg.blocks, seg.unrequested());
+            let (info, blocks, mut open) = (seg.info, seg.blocks, seg.pullable());
             for block in 0..blocks {
                 if self.pulls.len() >= self.cfg.max_pulls {
                     return;
@@ -372,6 +372,7 @@ impl<P: PeerId> TreeMesh<P> {
         let OriginFetch { sent_at, .. } = self.origin.swap_remove(i);
         if let Some(seg) = self.window.get_mut(segment.seq) {
             seg.from_origin &= !(1u128 << block);
+            seg.hedged &= !(1u128 << block);
         }
         let took = (self.now - sent_at).clamp(1e-3, 10.0);
         // Capped: a busy origin must not make every peer fetch ever earlier (more load, slower still).

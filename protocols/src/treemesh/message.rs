@@ -47,6 +47,10 @@ pub struct Advert<P> {
     pub newest: Option<u64>,
     /// The oldest segment it still holds whole.
     pub oldest: Option<u64>,
+    /// A peer of its subtree (itself included) that accepts inbound connections and has a free child slot, the
+    /// nearest it knows, with how many levels below it that peer is. Kept up to date from the children's adverts,
+    /// it lets a full peer send a joiner straight to a free slot instead of one level down per round trip.
+    pub room: Option<(P, u8)>,
 }
 
 impl<P> Advert<P> {
@@ -158,7 +162,7 @@ pub enum Message<P> {
 impl<P> Message<P> {
     /// Approximate encoded size in bytes, for the control-overhead figure.
     pub fn wire_size(&self) -> usize {
-        let advert = |a: &Advert<P>| 16 + a.path.len() * PEER_ID_BYTES;
+        let advert = |a: &Advert<P>| 16 + (a.path.len() + usize::from(a.room.is_some())) * PEER_ID_BYTES;
         MESSAGE_OVERHEAD_BYTES
             + match self {
                 Self::Probe | Self::Detach | Self::MeshLeave => 0,

@@ -20,7 +20,9 @@
 //! **Join.** A joiner gets a few of the stream's peers from discovery (the DHT), probes them — which measures the
 //! latency and returns their place in the tree, free slots, held segments and a few more peers (peer exchange, as
 //! in HyParView's shuffle) — then asks the candidate with the best mix of few hops and low latency to be its parent;
-//! a full parent answers with children of its own that have room. The joiner starts one segment behind the live
+//! a full parent answers with the free slots nearest below it, which every backbone peer keeps track of from its
+//! children's adverts (a directory of free slots, kept current up the tree), so a joiner attaches in one step
+//! instead of descending a level per round trip. The joiner starts one segment behind the live
 //! edge. It plans to play [`Config::startup_s`] after joining: that first segment is pulled, striped block by block,
 //! from the probed peers that hold it, and the origin is asked just in time for the blocks they would not deliver
 //! by then — so a burst of joiners does not land on the origin, and every later deadline gains the same slack. The
@@ -43,7 +45,9 @@
 //!
 //! **Deadlines.** The built-in virtual player gives every segment a playback deadline. Before it, a pushed segment
 //! still incomplete is rescued from the mesh, and what still would be late is fetched from the HTTP origin block by
-//! block, just in time: the origin is asked for no more than peers cannot deliver.
+//! block, just in time: the origin is asked for no more than peers cannot deliver. A block the origin is slow to
+//! send (twice its usual time: a busy origin) may also be pulled from a peer that holds it — a hedged request, after
+//! Dean and Barroso's "The Tail at Scale" (CACM 2013) — so a saturated origin does not hold up what a neighbour has.
 //!
 //! **Policy.** Metered peers upload nothing; background peers keep a quarter of their budget and stay out of the
 //! backbone; a target upload/download ratio stops serving once reached.

@@ -103,6 +103,9 @@ impl<P: PeerId> TreeMesh<P> {
                 self.peers.entry(id, reachable, now, pinned);
             }
         }
+        if let Some((id, below)) = advert.room.filter(|(id, below)| *below > 0 && *id != self.me) {
+            self.learn_room(id, advert.depth() + usize::from(below), advert.rooted);
+        }
         self.pump_pulls();
         let waiting = self.peers.list.iter().any(|k| k.asked_at.is_some() && !k.mesh);
         if !waiting && self.probe_until.is_some() {
@@ -268,16 +271,34 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(reason) = refusal {
             // Point the asker down the tree: backbone children, those with room first, in random order among
             // equals so that joiners spread out.
+            // The free slots nearest below come first (a joiner attaches there in one step), then the children.
             use rand::seq::SliceRandom;
-            let mut try_instead: Vec<(bool, P)> = self
+            let mut rooms: Vec<(u8, P)> = self
+                .children
+                .iter()
+                .filter_map(|c| c.room)
+                .filter(|(id, _)| *id != from)
+                .map(|(id, below)| (below, id))
+                .collect();
+            rooms.sort_unstable();
+            rooms.dedup_by_key(|(_, id)| *id);
+            let mut children: Vec<(bool, P)> = self
                 .children
                 .iter()
                 .filter(|c| c.backbone && c.id != from && (reachable || c.reachable))
                 .map(|c| (c.spare == 0, c.id))
                 .collect();
-            try_instead.shuffle(&mut self.rng);
-            try_instead.sort_by_key(|(full, _)| *full);
-            let try_instead = try_instead.into_iter().take(3).map(|(_, id)| id).collect();
+            children.shuffle(&mut self.rng);
+            children.sort_by_key(|(full, _)| *full);
+            let mut try_instead: Vec<P> = rooms.into_iter().take(2).map(|(_, id)| id).collect();
+            for (_, id) in children {
+                if try_instead.len() >= 3 {
+                    break;
+                }
+                if !try_instead.contains(&id) {
+                    try_instead.push(id);
+                }
+            }
             self.send(from, Message::Rejected { reason, try_instead });
             return;
         }
@@ -289,6 +310,7 @@ impl<P: PeerId> TreeMesh<P> {
             spare: 0,
             backbone: false,
             reachable,
+            room: None,
         };
         for seg in self.window.iter().filter(|s| s.info.seq >= from_seq) {
             for b in 0..seg.blocks.min(MAX_BLOCKS) {
@@ -337,6 +359,10 @@ impl<P: PeerId> TreeMesh<P> {
         let mut path = advert.path;
         path.push(from);
         self.set_path(path, advert.rooted);
+        // The new parent learns our free slots (and those below us) at once.
+        self.advertised_room = self.room();
+        let advert = self.advert();
+        self.send(from, Message::Update { advert });
     }
 
     /// mTreebone's high-degree preemption: a full parent asked by a backbone peer moves one of its leaf children
@@ -402,6 +428,20 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
+    /// A peer said to have a free slot at `depth` of a tree (rooted or not): a parent candidate.
+    fn learn_room(&mut self, id: P, depth: usize, rooted: bool) {
+        let now = self.now;
+        let pinned = self.pinned_fn();
+        if let Some(k) = self.peers.entry(id, true, now, pinned)
+            && k.not_before <= now
+        {
+            k.backbone = true;
+            k.spare = k.spare.max(1);
+            k.depth = Some(depth.min(255) as u8);
+            k.rooted = rooted;
+        }
+    }
+
     /// Leaves `id` alone as a parent candidate for a while.
     pub(super) fn avoid(&mut self, id: P) {
         let until = self.now + RETRY_AFTER_S;
@@ -413,6 +453,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     pub(super) fn on_detach(&mut self, from: P) {
         self.children.retain(|c| c.id != from);
+        self.advertise_changes();
         if self.parent.is_some_and(|p| p.id == from) {
             self.avoid(from);
             self.lose_parent();
@@ -428,6 +469,8 @@ impl<P: PeerId> TreeMesh<P> {
             c.spare = advert.spare_slots;
             c.backbone = advert.backbone;
             c.reachable = advert.reachable;
+            c.room = advert.room;
+            self.advertise_changes();
         }
         if self.parent.is_some_and(|p| p.id == from) {
             if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
@@ -529,14 +572,23 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     /// Tells the neighbours and the parent when what they choose by has changed.
+    /// The parent also hears when the nearest free slot below changes, so that the directory of free slots stays
+    /// current all the way up.
     pub(super) fn advertise_changes(&mut self) {
         let state = (self.backbone, self.spare_slots() > 0, self.rooted);
-        if state == self.advertised {
+        let room = self.room();
+        let (changed, room_changed) = (state != self.advertised, room != self.advertised_room);
+        if !changed && !room_changed {
             return;
         }
         self.advertised = state;
+        self.advertised_room = room;
         let advert = self.advert();
-        let mut to: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
+        let mut to: Vec<P> = if changed {
+            self.peers.mesh().map(|k| k.id).collect()
+        } else {
+            Vec::new()
+        };
         to.extend(self.parent.map(|p| p.id));
         for id in to {
             self.send(id, Message::Update { advert: advert.clone() });

@@ -18,6 +18,8 @@ pub(super) struct Segment {
     pub(super) pulling: u128,
     /// Blocks asked of the origin, not yet here.
     pub(super) from_origin: u128,
+    /// Of those, the ones the origin is slow to send: peers may be asked for them too.
+    pub(super) hedged: u128,
     /// When it became whole.
     pub(super) complete_at: Option<f64>,
     /// The push for it is overdue: pull it from the mesh.
@@ -32,6 +34,7 @@ impl Segment {
             have: 0,
             pulling: 0,
             from_origin: 0,
+            hedged: 0,
             complete_at: None,
             rescue: false,
         }
@@ -52,6 +55,11 @@ impl Segment {
     /// Blocks neither held nor asked for anywhere.
     pub(super) fn unrequested(&self) -> u128 {
         self.all() & !self.have & !self.pulling & !self.from_origin
+    }
+
+    /// Blocks a peer may be asked for: those no one is sending, and those the origin is slow to send.
+    pub(super) fn pullable(&self) -> u128 {
+        self.unrequested() | (self.hedged & !self.have & !self.pulling)
     }
 }
 

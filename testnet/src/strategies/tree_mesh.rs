@@ -206,6 +206,15 @@ impl TreeMeshSim {
                 core.push(src, dst, bytes, tag);
             }
             Output::FetchOrigin { segment, block } => {
+                if self.debug {
+                    let first = core.viewers[peer as usize].first_seq.unwrap_or(0);
+                    let k = match segment.seq.saturating_sub(first) {
+                        0 => "origin-first",
+                        1 => "origin-second",
+                        _ => "origin-later",
+                    };
+                    MSG_COUNTS.with(|c| *c.borrow_mut().entry(k.to_owned()).or_insert(0u64) += 1);
+                }
                 core.bytes.control += RANGE_REQUEST_BYTES as f64;
                 let bytes = u64::from(segment.block_bytes(block, core.scenario.block_size()));
                 let tag = self.transfers.insert(Transfer {
