@@ -126,6 +126,38 @@ fn join(net: &mut Net, id: u32, cfg: Config, candidates: &[u32]) {
     net.input(id, Input::Join { tail, candidates });
 }
 
+/// A viewer that hears of segments 4 and 5 but of no peer.
+fn join_knowing_no_one(net: &mut Net, id: u32) {
+    net.add(id, config(Role::Viewer, 1.5));
+    net.input(
+        id,
+        Input::Join {
+            tail: vec![segment(4), segment(5)],
+            candidates: Vec::new(),
+        },
+    );
+}
+
+/// Has `asker` ask the root to be its parent; the root's refusal, if it refused.
+fn root_refusal(net: &mut Net, asker: u32) -> Option<(Refusal, Vec<u32>)> {
+    let attach = Message::Attach {
+        from_seq: 0,
+        reachable: true,
+        slots: 0,
+    };
+    net.input(
+        ROOT,
+        Input::Message {
+            from: asker,
+            message: attach,
+        },
+    );
+    net.sent.iter().rev().find_map(|(f, t, m)| match m {
+        Message::Rejected { reason, try_instead } if (*f, *t) == (ROOT, asker) => Some((*reason, try_instead.clone())),
+        _ => None,
+    })
+}
+
 #[test]
 fn a_joiner_probes_attaches_to_the_broadcaster_and_gets_blocks_pushed_cut_through() {
     let mut net = Net::new();
@@ -176,23 +208,7 @@ fn a_full_parent_refuses_and_points_down_its_tree() {
     assert_eq!(net.m(7).depth(), Some(2));
     // Asked anyway, the full root refuses and points down its tree.
     join(&mut net, 8, config(Role::Viewer, 0.5), &[]);
-    let attach = Message::Attach {
-        from_seq: 0,
-        reachable: true,
-        slots: 0,
-    };
-    net.input(
-        ROOT,
-        Input::Message {
-            from: 8,
-            message: attach,
-        },
-    );
-    let refused = net.sent.iter().rev().find_map(|(f, t, m)| match m {
-        Message::Rejected { reason, try_instead } if (*f, *t) == (ROOT, 8) => Some((*reason, try_instead.clone())),
-        _ => None,
-    });
-    let (reason, try_instead) = refused.expect("the root refused a seventh child");
+    let (reason, try_instead) = root_refusal(&mut net, 8).expect("the root refused a seventh child");
     assert_eq!(reason, Refusal::Busy);
     assert!(!try_instead.is_empty(), "it names backbone children");
     assert!(try_instead.iter().all(|id| (1..=6).contains(id)));
@@ -273,14 +289,7 @@ fn a_metered_peer_uploads_nothing() {
 fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
     let mut net = Net::new();
     // A joiner that hears of segments but has no one to get them from.
-    net.add(1, config(Role::Viewer, 1.5));
-    net.input(
-        1,
-        Input::Join {
-            tail: vec![segment(4), segment(5)],
-            candidates: Vec::new(),
-        },
-    );
+    join_knowing_no_one(&mut net, 1);
     // Peers get the first chance at the first segment: the origin is not asked at once...
     assert!(net.origin_fetches.is_empty(), "peers first");
     // ...but with no peer to pull from, it is asked in time to play at `startup_s`.
@@ -336,36 +345,14 @@ fn a_full_tree_sends_a_joiner_straight_to_a_free_slot_levels_below() {
     assert!(net.m(10).is_backbone());
     // Asked anyway, the full root names the free slot two levels down first.
     net.add(99, config(Role::Viewer, 0.5));
-    let attach = Message::Attach {
-        from_seq: 0,
-        reachable: true,
-        slots: 0,
-    };
-    net.input(
-        ROOT,
-        Input::Message {
-            from: 99,
-            message: attach,
-        },
-    );
-    let try_instead = net.sent.iter().rev().find_map(|(f, t, m)| match m {
-        Message::Rejected { try_instead, .. } if (*f, *t) == (ROOT, 99) => Some(try_instead.clone()),
-        _ => None,
-    });
-    assert_eq!(try_instead.expect("the root refused").first(), Some(&10));
+    let (_, try_instead) = root_refusal(&mut net, 99).expect("the root refused");
+    assert_eq!(try_instead.first(), Some(&10));
 }
 
 #[test]
 fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
     let mut net = Net::new();
-    net.add(1, config(Role::Viewer, 1.5));
-    net.input(
-        1,
-        Input::Join {
-            tail: vec![segment(4), segment(5)],
-            candidates: Vec::new(),
-        },
-    );
+    join_knowing_no_one(&mut net, 1);
     // No peer known: the first segment goes to the origin, which never answers.
     net.advance(1.0);
     assert_eq!(net.origin_fetches.iter().filter(|f| f.1.seq == 4).count(), 10);
