@@ -59,6 +59,7 @@ fn run_scenario() -> Result<()> {
                             "stable_after_s" => c.stable_after_s = v,
                             "mesh_degree" => c.mesh_degree = v as usize,
                             "deadline_margin_s" => c.deadline_margin_s = v,
+                            "startup_s" => c.startup_s = v,
                             _ => panic!("unknown {k}"),
                         }
                     }
