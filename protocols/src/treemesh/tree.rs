@@ -269,9 +269,9 @@ impl<P: PeerId> TreeMesh<P> {
             None
         };
         if let Some(reason) = refusal {
-            // Point the asker down the tree: backbone children, those with room first, in random order among
-            // equals so that joiners spread out.
-            // The free slots nearest below come first (a joiner attaches there in one step), then the children.
+            // Point the asker down the tree: first the free slots nearest below (it attaches there in one step),
+            // then backbone children, those with room first, in random order among equals so that joiners spread
+            // out.
             use rand::seq::SliceRandom;
             let mut rooms: Vec<(u8, P)> = self
                 .children
