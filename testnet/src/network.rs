@@ -106,8 +106,8 @@ struct Server {
     active: usize,
     /// Flows by the clock value at which they finish: (finish, serial, flow). Ended flows are skipped lazily.
     queue: BinaryHeap<Reverse<(VirtualTime, u64, FlowId)>>,
-    /// The flow whose completion is scheduled.
-    scheduled: Option<FlowId>,
+    /// The flow whose completion is scheduled, with its serial (its slot may since hold another flow).
+    scheduled: Option<(FlowId, u64)>,
     /// Bytes served in all, to the last update.
     served: f64,
 }
@@ -443,12 +443,14 @@ impl Network {
             }
             server.queue.pop();
         };
+        let serial = self.flows[id.0].as_ref().expect("live head").serial;
         let server = self.links[node].server.as_mut().expect("node is a server");
-        let (active, previous) = (server.active, server.scheduled.replace(id));
-        // A new head (a shorter flow arrived) leaves the old head's completion stale.
-        if let Some(old) = previous.filter(|old| *old != id) {
+        let (active, previous) = (server.active, server.scheduled.replace((id, serial)));
+        // A new head (a shorter flow arrived) leaves the old head's completion stale — if the old head is still
+        // running: a finished head's slot may hold another flow by now, whose completion must stand.
+        if let Some((old, old_serial)) = previous.filter(|(old, _)| *old != id) {
             let stale = self.fresh_version();
-            if let Some(flow) = self.flows[old.0].as_mut() {
+            if let Some(flow) = self.flows[old.0].as_mut().filter(|f| f.serial == old_serial) {
                 flow.version = stale;
             }
         }
@@ -615,6 +617,27 @@ mod tests {
         let (moved, _) = net.cancel(1.0, long).unwrap();
         assert_eq!(moved, 900_000);
         assert_eq!(net.active_flows(), 0);
+    }
+
+    #[test]
+    fn a_finished_server_head_whose_slot_is_reused_leaves_the_new_flow_alone() {
+        let mut net = Network::new();
+        let origin = net.add_server(MB);
+        let (a, b) = (net.add_node(0.0, 10.0 * MB), net.add_node(0.0, 10.0 * MB));
+        let (_, c) = net.start(0.0, origin, a, 100_000, 1);
+        let (head, _) = net.finish(0.1, c[0]).unwrap();
+        assert_eq!(head.tag, 1);
+        // The head's slot now holds a flow between two ordinary nodes…
+        let (p, q) = (net.add_node(MB, MB), net.add_node(MB, MB));
+        let (reused, c) = net.start(0.1, p, q, 500_000, 2);
+        let due = at(&c, reused);
+        assert_eq!(due.at, 0.6);
+        // …and the server takes a new head: the ordinary flow's completion must stand.
+        net.start(0.2, origin, b, 100_000, 3);
+        let (done, _) = net
+            .finish(due.at, due)
+            .expect("the reused slot's completion is still current");
+        assert_eq!(done.tag, 2);
     }
 
     #[test]

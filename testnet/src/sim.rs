@@ -300,6 +300,10 @@ impl Core {
 }
 
 thread_local! {
+    /// Debug: (steady state, viewer age at segment, lag).
+    pub static DEBUG_LAGS: std::cell::RefCell<Vec<(bool, f64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Debug: steady-state segments by how they came (1 push, 2 serve, 4 origin): (count, lag > 2.5 s).
+    pub static DEBUG_TAIL: std::cell::RefCell<std::collections::BTreeMap<u8, (u64, u64)>> = Default::default();
     /// Debug: events by kind.
     pub static DEBUG_COUNTS: std::cell::RefCell<[u64; 9]> = const { std::cell::RefCell::new([0; 9]) };
 }
@@ -560,7 +564,7 @@ impl<S: Strategy> Simulation<S> {
         // Debugging: per 10 s of join time, viewers, those whose start took over 1.5 s, their stalled seconds.
         let mut slow_starts = std::collections::BTreeMap::new();
         let mut slow_examples = Vec::new();
-        for v in &core.viewers {
+        for (vi, v) in core.viewers.iter().enumerate() {
             let until = v.left.unwrap_or(end);
             // Playback runs one segment behind the live edge, so it cannot start before the segment after the
             // first exists: a viewer that arrived before the stream had two segments waits for the stream, and
@@ -588,7 +592,28 @@ impl<S: Strategy> Simulation<S> {
                 for (k, ready) in v.ready.iter().enumerate() {
                     // Lag is the delivery of live segments: those made before the viewer came are not counted.
                     match (ready, core.segment_ready.get(first as usize + k)) {
-                        (Some(ready), Some(made)) if *made >= v.joined => lags.push(ready - made),
+                        (Some(ready), Some(made)) if *made >= v.joined => {
+                            lags.push(ready - made);
+                            if self.debug {
+                                let steady = *made > s.join_window_s + 30.0;
+                                let age = made - v.joined;
+                                DEBUG_LAGS.with(|l| l.borrow_mut().push((steady, age, ready - made)));
+                                if steady {
+                                    let kind = crate::strategies::tree_mesh::DEBUG_KINDS
+                                        .with(|m| m.borrow().get(&(vi, first + k as u64)).copied().unwrap_or(0));
+                                    let e = DEBUG_TAIL.with(|t| {
+                                        let mut t = t.borrow_mut();
+                                        let e = t.entry(kind).or_insert((0, 0));
+                                        e.0 += 1;
+                                        if ready - made > 2.5 {
+                                            e.1 += 1;
+                                        }
+                                        *e
+                                    });
+                                    let _ = e;
+                                }
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -608,6 +633,31 @@ impl<S: Strategy> Simulation<S> {
                 .map(|c| (c.iter().sum::<f64>() / c.len() as f64 * 8.0 / 1e6) as u64)
                 .collect();
             eprintln!("origin Mbit/s per 10 s: {origin:?}");
+            DEBUG_LAGS.with(|l| {
+                let l = l.borrow();
+                for (name, f) in [
+                    (
+                        "steady",
+                        Box::new(|x: &(bool, f64, f64)| x.0) as Box<dyn Fn(&(bool, f64, f64)) -> bool>,
+                    ),
+                    ("steady, age>30", Box::new(|x: &(bool, f64, f64)| x.0 && x.1 > 30.0)),
+                    ("join phase", Box::new(|x: &(bool, f64, f64)| !x.0)),
+                ] {
+                    let mut v: Vec<f64> = l.iter().filter(|x| f(x)).map(|x| x.2).collect();
+                    let n = v.len();
+                    let q: Vec<String> = [0.5, 0.9, 0.95, 0.99, 0.999]
+                        .iter()
+                        .map(|p| format!("{:.2}", quantile(&mut v, *p).unwrap_or(f64::NAN)))
+                        .collect();
+                    eprintln!("lag {name} ({n}): p50/90/95/99/99.9 {}", q.join(" / "));
+                }
+                DEBUG_TAIL.with(|t| {
+                    eprintln!(
+                        "steady segments by source (1 push 2 pull 4 origin): (n, lag>2.5) {:?}",
+                        t.borrow()
+                    )
+                });
+            });
         }
         let b = core.bytes;
         let received = b.from_peers + b.from_broadcaster + b.from_origin;

@@ -74,6 +74,12 @@ pub struct Config {
     pub max_pulls: usize,
     /// Pulls in flight to one neighbour.
     pub max_pulls_per_peer: usize,
+    /// Blocks uploaded at once. One: blocks go out one after another at the whole uplink, in priority order (see
+    /// the upload scheduler), so a block crosses a hop in a fraction of the time it takes when the uplink is shared.
+    pub uploads_in_flight: usize,
+    /// Answers to pulls queued for the uplink, plus one per bitrate of budget the children leave free; pulls
+    /// beyond are refused (the puller asks elsewhere).
+    pub serve_queue: usize,
     /// Segments' worth of blocks queued for one child; beyond it the oldest queued block is dropped (the child rescues
     /// it).
     pub child_queue_segments: f64,
@@ -118,6 +124,8 @@ impl Config {
             pull_timeout_s: 6.0,
             max_pulls: 8,
             max_pulls_per_peer: 3,
+            uploads_in_flight: 1,
+            serve_queue: 2,
             child_queue_segments: 2.0,
             find_interval_s: 3.0,
             deadline_margin_s: 0.3,

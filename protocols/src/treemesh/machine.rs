@@ -226,7 +226,12 @@ pub struct TreeMesh<P> {
     /// The last probe round started then.
     pub(super) last_probe: f64,
     pub(super) pulls: Vec<Pull<P>>,
-    pub(super) serving: usize,
+    /// Answers to pulls waiting for the uplink.
+    pub(super) serves: VecDeque<(P, SegmentInfo, u16)>,
+    /// Blocks being uploaded now.
+    pub(super) uploading: usize,
+    /// The child whose turn to be pushed to comes next (round robin).
+    pub(super) next_turn: usize,
     // The data.
     pub(super) window: Window,
     pub(super) player: Player,
@@ -265,7 +270,9 @@ impl<P: PeerId> TreeMesh<P> {
             last_find: f64::NEG_INFINITY,
             last_probe: f64::NEG_INFINITY,
             pulls: Vec::new(),
-            serving: 0,
+            serves: VecDeque::new(),
+            uploading: 0,
+            next_turn: 0,
             window: Window::default(),
             player: Player::default(),
             origin: Vec::new(),
@@ -485,6 +492,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     fn on_peer_gone(&mut self, peer: P) {
         self.children.retain(|c| c.id != peer);
+        self.serves.retain(|(to, ..)| *to != peer);
         self.advertise_changes();
         if self.parent.is_some_and(|p| p.id == peer) {
             self.lose_parent();

@@ -136,36 +136,20 @@ impl<P: PeerId> TreeMesh<P> {
             .is_some_and(|s| s.have & (1u128 << block) != 0);
         let reason = if !held {
             Some(Refusal::Missing)
-        } else if !self.can_serve() {
+        } else if !self.may_serve() || !self.queue_serve(from, segment, block) {
             Some(Refusal::Busy)
         } else {
             None
         };
-        match reason {
-            Some(reason) => {
-                let seq = segment.seq;
-                self.send(from, Message::Refused { seq, block, reason });
-            }
-            None => {
-                self.serving += 1;
-                self.counters.uploaded += f64::from(segment.block_bytes(block, self.cfg.block_size));
-                self.out.push_back(super::Output::Serve {
-                    to: from,
-                    segment,
-                    block,
-                });
-            }
+        if let Some(reason) = reason {
+            let seq = segment.seq;
+            self.send(from, Message::Refused { seq, block, reason });
         }
     }
 
-    /// Pulls served at once: one, plus one per bitrate of budget the children leave free.
-    fn can_serve(&self) -> bool {
-        let budget = self.cfg.budget();
-        if budget <= 0.0 || !self.ratio_allows() {
-            return false;
-        }
-        let extra = (self.spare_budget() / self.cfg.bitrate).floor() as usize;
-        self.serving < 1 + extra
+    /// Whether the policy lets this peer answer pulls at all.
+    fn may_serve(&self) -> bool {
+        self.cfg.budget() > 0.0 && self.ratio_allows()
     }
 
     pub(super) fn on_refused(&mut self, from: P, seq: u64, block: u16, reason: Refusal) {

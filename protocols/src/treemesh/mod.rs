@@ -59,6 +59,7 @@ mod mesh;
 mod message;
 mod peers;
 mod tree;
+mod upload;
 mod window;
 
 pub use config::{BACKGROUND_SHARE, Config, Policy, Role};

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use super::config::Role;
-use super::machine::{Attempt, Child, Parent, PeerId, TreeMesh, UploadKind};
+use super::machine::{Attempt, Child, Parent, PeerId, TreeMesh};
 use super::message::{Advert, Message, Refusal, SegmentInfo};
 use super::window::MAX_BLOCKS;
 
@@ -322,8 +322,7 @@ impl<P: PeerId> TreeMesh<P> {
         self.children.push(child);
         let advert = self.advert();
         self.send(from, Message::Accepted { advert });
-        let i = self.children.len() - 1;
-        self.pump_child(i);
+        self.pump_uploads();
         self.advertise_changes();
     }
 
@@ -632,36 +631,9 @@ impl<P: PeerId> TreeMesh<P> {
                 child.queue.pop_front();
             }
             child.queue.push_back((segment, block));
-            self.pump_child(i);
             i += 1;
         }
-    }
-
-    /// Starts the next push to child `i` unless one is in flight.
-    pub(super) fn pump_child(&mut self, i: usize) {
-        let child = &mut self.children[i];
-        if child.in_flight {
-            return;
-        }
-        let Some((segment, block)) = child.queue.pop_front() else {
-            return;
-        };
-        child.in_flight = true;
-        let to = child.id;
-        self.counters.uploaded += f64::from(segment.block_bytes(block, self.cfg.block_size));
-        self.out.push_back(super::Output::Push { to, segment, block });
-    }
-
-    pub(super) fn on_uploaded(&mut self, to: P, kind: UploadKind) {
-        match kind {
-            UploadKind::Push => {
-                if let Some(i) = self.children.iter().position(|c| c.id == to) {
-                    self.children[i].in_flight = false;
-                    self.pump_child(i);
-                }
-            }
-            UploadKind::Serve => self.serving = self.serving.saturating_sub(1),
-        }
+        self.pump_uploads();
     }
 
     /// A pushed segment had to be rescued: a strike against the parent; enough of them replace it.

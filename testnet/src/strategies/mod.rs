@@ -3,7 +3,7 @@
 mod cdn_only;
 mod gossipsub_flood;
 mod slab;
-mod tree_mesh;
+pub(crate) mod tree_mesh;
 
 pub use cdn_only::CdnOnly;
 pub use gossipsub_flood::{GossipsubFlood, MESH_DEGREE, MESH_HIGH, PARALLEL_SENDS, SEND_QUEUE};

@@ -17,6 +17,8 @@ use crate::sim::{Core, Source, Strategy};
 thread_local! {
     /// Debug: messages by kind.
     pub static MSG_COUNTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> = Default::default();
+    /// Debug: how each (viewer, segment)'s fresh blocks came: 1 push, 2 serve, 4 origin.
+    pub static DEBUG_KINDS: std::cell::RefCell<std::collections::HashMap<(usize, u64), u8>> = Default::default();
 }
 
 /// The broadcaster's peer id.
@@ -403,6 +405,14 @@ impl Strategy for TreeMeshSim {
 
     fn on_delivered(&mut self, core: &mut Core, _viewer: usize, _from: NodeId, _seq: u64, fresh: u128, tag: u64) {
         let Some(t) = self.transfers.take(tag) else { return };
+        if self.debug && fresh != 0 {
+            let bit = match t.kind {
+                Some(UploadKind::Push) => 1,
+                Some(UploadKind::Serve) => 2,
+                None => 4,
+            };
+            DEBUG_KINDS.with(|k| *k.borrow_mut().entry((t.to as usize, t.segment.seq)).or_insert(0) |= bit);
+        }
         if self.debug && fresh == 0 {
             let kind = format!("dup-{:?}", t.kind);
             MSG_COUNTS.with(|c| *c.borrow_mut().entry(kind).or_insert(0u64) += 1);
