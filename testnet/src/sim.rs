@@ -304,6 +304,8 @@ thread_local! {
     pub static DEBUG_LAGS: std::cell::RefCell<Vec<(bool, f64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Debug: steady-state segments by how they came (1 push, 2 serve, 4 origin): (count, lag > 2.5 s).
     pub static DEBUG_TAIL: std::cell::RefCell<std::collections::BTreeMap<u8, (u64, u64)>> = Default::default();
+    /// Debug: late segments by index since the first (1-3), else 10 (join phase) or 20 (steady).
+    pub static DEBUG_LATE: std::cell::RefCell<std::collections::BTreeMap<usize, u64>> = Default::default();
     /// Debug: events by kind.
     pub static DEBUG_COUNTS: std::cell::RefCell<[u64; 9]> = const { std::cell::RefCell::new([0; 9]) };
 }
@@ -572,6 +574,41 @@ impl<S: Strategy> Simulation<S> {
             let next_made = v.first_seq.and_then(|first| core.segment_ready.get(first as usize + 1));
             let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
             let p = playback::evaluate(join, until, s.segment_s, &v.ready);
+            if self.debug && p.late > 0 {
+                // Which segments were late: by index since the first, and whether in the join phase.
+                let start = v.ready.first().copied().flatten().map(|f| f.max(join));
+                if let Some(start) = start {
+                    let mut playing = start;
+                    for k in 1..v.ready.len() {
+                        let due = playing + s.segment_s;
+                        if due >= until {
+                            break;
+                        }
+                        match v.ready[k] {
+                            Some(r) if r <= due => playing = due,
+                            r => {
+                                let bucket = if k < 4 {
+                                    k
+                                } else if v.joined < s.join_window_s + 30.0 {
+                                    10
+                                } else {
+                                    20
+                                };
+                                DEBUG_LATE.with(|l| *l.borrow_mut().entry(bucket).or_insert(0) += 1);
+                                if k == 1 && v.joined > 20.0 {
+                                    eprintln!(
+                                        "late k=1: viewer {vi} joined {:.3} first {:?} start {start:.3} due {due:.3} ready {r:?} made {:?}",
+                                        v.joined,
+                                        v.first_seq,
+                                        core.segment_ready.get(v.first_seq.unwrap_or(0) as usize + 1)
+                                    );
+                                }
+                                playing = r.unwrap_or(until).min(until);
+                            }
+                        }
+                    }
+                }
+            }
             if self.debug {
                 let bucket = slow_starts
                     .entry((v.joined / 10.0) as u64 * 10)
@@ -582,6 +619,28 @@ impl<S: Strategy> Simulation<S> {
                     slow_examples.push((v.node, p.ttfb_s));
                 }
                 bucket.2 += p.stalled_s;
+                if p.stalled_s > 100.0 {
+                    let missing: Vec<usize> = v
+                        .ready
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.is_none())
+                        .map(|(k, _)| k)
+                        .take(5)
+                        .collect();
+                    eprintln!(
+                        "viewer {vi} first {:?} joined {:.2} missing {missing:?} blocks {:?}",
+                        v.first_seq,
+                        v.joined,
+                        missing
+                            .iter()
+                            .map(|k| format!("{:x}", v.blocks[*k]))
+                            .collect::<Vec<_>>()
+                    );
+                }
+                if p.stalled_s > 5.0 && slow_examples.len() < 12 {
+                    slow_examples.push((vi, Some(-p.stalled_s)));
+                }
             }
             ttfb.extend(p.ttfb_s);
             stalled += p.stalled_s;
@@ -651,6 +710,32 @@ impl<S: Strategy> Simulation<S> {
                         .collect();
                     eprintln!("lag {name} ({n}): p50/90/95/99/99.9 {}", q.join(" / "));
                 }
+                crate::strategies::tree_mesh::DEBUG_ATTACHED.with(|a| {
+                    let a = a.borrow();
+                    for (name, lo, hi) in [
+                        ("join phase", 0.0, s.join_window_s),
+                        ("steady", s.join_window_s + 30.0, f64::INFINITY),
+                    ] {
+                        let mut t: Vec<f64> = a
+                            .values()
+                            .filter(|(j, _)| *j >= lo && *j < hi)
+                            .map(|(j, at)| at - j)
+                            .collect();
+                        let n = t.len();
+                        eprintln!(
+                            "time to first parent, {name} ({n}): p50 {:.2} p90 {:.2} p99 {:.2}",
+                            quantile(&mut t, 0.5).unwrap_or(f64::NAN),
+                            quantile(&mut t, 0.9).unwrap_or(f64::NAN),
+                            quantile(&mut t, 0.99).unwrap_or(f64::NAN)
+                        );
+                    }
+                });
+                DEBUG_LATE.with(|t| {
+                    eprintln!(
+                        "late segments by index (1-3), join phase (10), steady (20): {:?}",
+                        t.borrow()
+                    )
+                });
                 DEBUG_TAIL.with(|t| {
                     eprintln!(
                         "steady segments by source (1 push 2 pull 4 origin): (n, lag>2.5) {:?}",

@@ -80,6 +80,16 @@ pub struct Config {
     /// Answers to pulls queued for the uplink, plus one per bitrate of budget the children leave free; pulls
     /// beyond are refused (the puller asks elsewhere).
     pub serve_queue: usize,
+    /// A pull is refused when its answer would wait longer than this behind the uploads already queued (a busy
+    /// parent's pushes come first): the puller asks a less busy peer instead of waiting on this one.
+    pub max_serve_wait_s: f64,
+    /// A pull unanswered after this long is slow: when its segment's time to go to the origin comes, the origin is
+    /// asked for the block too.
+    pub slow_pull_s: f64,
+    /// The parent is silent when no block of a segment it pushes comes for this long (or, for a segment not begun,
+    /// this long after its first block usually comes): the mesh is asked for the rest. A parent that keeps pushing
+    /// is never second-guessed before the deadline: only silence costs duplicates.
+    pub silence_s: f64,
     /// Segments' worth of blocks queued for one child; beyond it the oldest queued block is dropped (the child rescues
     /// it).
     pub child_queue_segments: f64,
@@ -126,6 +136,9 @@ impl Config {
             max_pulls_per_peer: 3,
             uploads_in_flight: 1,
             serve_queue: 2,
+            max_serve_wait_s: 0.5,
+            slow_pull_s: 0.4,
+            silence_s: 0.5,
             child_queue_segments: 2.0,
             find_interval_s: 3.0,
             deadline_margin_s: 0.3,

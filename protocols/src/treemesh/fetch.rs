@@ -4,6 +4,7 @@
 
 use super::config::Role;
 use super::machine::{OriginFetch, PeerId, TreeMesh};
+use super::message::Message;
 use super::window::Segment;
 
 /// Origin fetches run in parallel this many at a time when estimating how long the missing blocks take: HTTP/2
@@ -11,31 +12,90 @@ use super::window::Segment;
 /// first segment 0.3 s after joining, before the probed peers could answer: 92 % of first segments came from the
 /// origin at 3,000 viewers, against 69 % with 16.)
 const ORIGIN_PARALLEL: u64 = 16;
-/// Time allowed for a mesh rescue (a HAVE-informed pull: request, transfer, response), on top of the origin's.
+/// Time a mesh pull needs (request, transfer, answer): the parent's blocks that would come later than this before
+/// the deadline are pulled from the mesh instead.
 const RESCUE_S: f64 = 0.6;
+/// When a segment's first pushed block is expected before any has been measured.
+const DEFAULT_FIRST_PUSH_S: f64 = 1.0;
 /// After an origin failure, leave it alone this long.
 const ORIGIN_BACKOFF_S: f64 = 2.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
 const MIN_HEDGE_S: f64 = 0.5;
 
 impl<P: PeerId> TreeMesh<P> {
-    /// For a segment this peer still needs: when to rescue it from the mesh, and when to take it from the origin.
-    pub(super) fn check_times(&self, seg: &Segment) -> Option<(f64, f64)> {
+    /// When segment `seg` must be whole here; `None` when it is not one this peer still needs.
+    fn due(&self, seg: &Segment) -> Option<f64> {
         let start = self.player.start?;
         if seg.info.seq < start || seg.is_complete() {
             return None;
         }
         let expected_start = self.joined_at + self.cfg.startup_s;
-        let due = self.player.due(seg.info.seq, self.cfg.segment_s, expected_start);
-        let missing = u64::from((seg.all() & !seg.have).count_ones());
-        let origin_s = self.origin_took_s * missing.div_ceil(ORIGIN_PARALLEL) as f64;
+        Some(self.player.due(seg.info.seq, self.cfg.segment_s, expected_start))
+    }
+
+    /// How long fetching `blocks` from the origin takes.
+    fn origin_s(&self, blocks: u128) -> f64 {
+        self.origin_took_s * u64::from(blocks.count_ones()).div_ceil(ORIGIN_PARALLEL).max(1) as f64
+    }
+
+    /// For a segment the parent pushes: the blocks it would deliver too late to leave `fetch_s` before the deadline
+    /// for getting them elsewhere — the parent sends a segment's blocks in order, one every `gap_s` or so, so the late
+    /// ones are the last — and the time that set grows next if nothing more arrives meanwhile.
+    pub(super) fn late_pushes(&self, seg: &Segment, due: f64, fetch_s: f64) -> (u128, f64) {
+        let Some(parent) = self.parent.filter(|p| seg.info.seq >= p.from_seq) else {
+            return (0, f64::INFINITY);
+        };
+        let expected = seg.all() & !seg.have & !seg.skipped & !seg.from_origin & !seg.pulling;
+        if expected == 0 {
+            return (0, f64::INFINITY);
+        }
+        let gap = parent.gap_s;
+        // The next block: after the last one, or, for a segment not begun, when its first usually comes.
+        let next = if seg.have & !seg.skipped == 0 {
+            (seg.heard_at + self.first_push_s.unwrap_or(DEFAULT_FIRST_PUSH_S)).max(parent.last_block_at + gap)
+        } else {
+            parent.last_block_at + gap
+        }
+        .max(self.now);
+        let need_by = due - self.cfg.deadline_margin_s - fetch_s;
+        let n = expected.count_ones();
+        let in_time = if need_by < next {
+            0
+        } else {
+            (((need_by - next) / gap).floor() as u32).saturating_add(1).min(n)
+        };
+        if in_time == n {
+            // All in time; the last becomes late once waiting has pushed the next block past this.
+            return (0, need_by - f64::from(n - 1) * gap);
+        }
+        // The last `n - in_time` expected blocks.
+        let mut late = 0u128;
+        let mut left = n - in_time;
+        for b in (0..seg.blocks).rev() {
+            if left == 0 {
+                break;
+            }
+            if expected & (1u128 << b) != 0 {
+                late |= 1u128 << b;
+                left -= 1;
+            }
+        }
+        (late, self.now)
+    }
+
+    /// For a segment this peer still needs: when the mesh must be asked for what the parent would bring too late,
+    /// and when the origin must be asked for what nobody would bring in time.
+    pub(super) fn check_times(&self, seg: &Segment) -> Option<(f64, f64)> {
+        let due = self.due(seg)?;
+        let missing = seg.all() & !seg.have;
         let origin_at = if self.cfg.has_origin {
-            due - self.cfg.deadline_margin_s - origin_s
+            let pushed = self.late_pushes(seg, due, self.origin_s(missing)).1;
+            (due - self.cfg.deadline_margin_s - self.origin_s(missing)).min(pushed)
         } else {
             f64::INFINITY
         };
-        let rescue_at = due - self.cfg.deadline_margin_s - origin_s.min(1.0) - RESCUE_S;
-        Some((rescue_at, origin_at.max(self.origin_down_until)))
+        let mesh_at = self.late_pushes(seg, due, RESCUE_S).1;
+        Some((mesh_at, origin_at.max(self.origin_down_until)))
     }
 
     /// Runs whatever is due: probing over, attach timed out, pulls timed out, segments overdue.
@@ -89,34 +149,49 @@ impl<P: PeerId> TreeMesh<P> {
 
     fn check_deadlines(&mut self) {
         let now = self.now;
-        let mut rescue = Vec::new();
+        let mut to_mesh = Vec::new();
         let mut origin = Vec::new();
         for seg in self.window.iter_incomplete() {
-            let Some((rescue_at, origin_at)) = self.check_times(seg) else {
-                continue;
-            };
-            if !seg.rescue && rescue_at <= now {
-                rescue.push(seg.info.seq);
+            let Some(due) = self.due(seg) else { continue };
+            let late = self.late_pushes(seg, due, RESCUE_S).0;
+            if late != 0 {
+                to_mesh.push((seg.info.seq, late));
             }
-            if origin_at <= now && self.origin_open(seg) != 0 {
-                origin.push(seg.info.seq);
+            let missing = seg.all() & !seg.have;
+            if self.cfg.has_origin && now >= self.origin_down_until {
+                let late = self.late_pushes(seg, due, self.origin_s(missing)).0;
+                if late != 0 || now >= due - self.cfg.deadline_margin_s - self.origin_s(missing) {
+                    origin.push((seg.info.seq, late));
+                }
             }
         }
-        for seq in rescue {
-            let pushed = self.expects_push(seq);
-            if let Some(seg) = self.window.get_mut(seq) {
-                seg.rescue = true;
-            }
-            // Strike the parent only when the segment is already around us (a neighbour announced it whole): when
-            // the whole tree above is late, or the parent is cut off and repairing, replacing it only adds churn.
-            let around = self.peers.list.iter().any(|k| k.holds(seq));
-            if pushed && around && self.rooted && self.parent.is_some_and(|p| seq >= p.from_seq) {
-                self.strike_parent();
-            }
+        for (seq, late) in to_mesh {
+            self.take_from_parent(seq, late);
         }
         self.pump_pulls();
-        for seq in origin {
+        for (seq, late) in origin {
+            self.take_from_parent(seq, late);
             self.fetch_from_origin(seq);
+        }
+    }
+
+    /// The parent would bring `blocks` of `seq` too late: it is told to skip them, and they are fetched elsewhere.
+    fn take_from_parent(&mut self, seq: u64, blocks: u128) {
+        if blocks == 0 {
+            return;
+        }
+        let Some(seg) = self.window.get_mut(seq) else { return };
+        seg.skipped |= blocks;
+        let Some(parent) = self.parent.filter(|p| seq >= p.from_seq) else {
+            return;
+        };
+        self.send(parent.id, Message::Skip { seq, blocks });
+        // A silent parent, while the segment is around us (a neighbour holds it whole), is failing: when the whole
+        // tree above is late, or the parent is cut off and repairing, replacing it only adds churn.
+        let silent = self.now - parent.last_block_at > self.cfg.silence_s;
+        let around = self.peers.list.iter().any(|k| k.holds(seq));
+        if silent && around && self.rooted {
+            self.strike_parent();
         }
     }
 
@@ -142,16 +217,27 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
-    /// Blocks of `seg` the origin should send when its time comes: those no one is sending — and, for the first
-    /// segment, also those still being pulled (a slow peer must not hold up the start: peers' answers to a joiner
-    /// are the least certain).
+    /// Blocks of `seg` the origin should send when its time comes: those no one is sending, and those pulled from
+    /// a peer that is slow to answer — and, for the first segment, every block still being pulled (a slow peer must
+    /// not hold up the start: peers' answers to a joiner are the least certain).
     pub(super) fn origin_open(&self, seg: &Segment) -> u128 {
         let starting = self.player.started_at.is_none() && self.player.start == Some(seg.info.seq);
         if starting {
-            seg.all() & !seg.have & !seg.from_origin
+            return seg.all() & !seg.have & !seg.from_origin;
+        }
+        let slow_since = self.now - self.cfg.slow_pull_s;
+        let slow = self
+            .pulls
+            .iter()
+            .filter(|p| p.seq == seg.info.seq && p.sent_at <= slow_since)
+            .fold(0u128, |bits, p| bits | 1u128 << p.block);
+        // What the parent still brings in time is left to it.
+        let open = if self.expects_push(seg.info.seq) {
+            seg.unrequested() & seg.skipped
         } else {
             seg.unrequested()
-        }
+        };
+        open | (slow & !seg.have & !seg.from_origin)
     }
 
     pub(super) fn on_origin_failed(&mut self, segment: super::SegmentInfo, block: u16) {
@@ -163,7 +249,7 @@ impl<P: PeerId> TreeMesh<P> {
         self.origin_down_until = self.now + ORIGIN_BACKOFF_S;
         // Peers may still have it: ask the mesh right away.
         if let Some(seg) = self.window.get_mut(segment.seq) {
-            seg.rescue = true;
+            seg.skipped |= 1u128 << block;
         }
         self.pump_pulls();
     }

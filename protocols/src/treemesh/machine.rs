@@ -48,6 +48,10 @@ pub enum Input<P> {
     Candidates(Vec<(P, bool)>),
     /// The broadcaster made a segment (broadcaster only): every block is held.
     Published(SegmentInfo),
+    /// The stream has a new segment (viewers): its signed manifest entry was announced (on the stream's gossipsub
+    /// topic, in the node). Every segment is announced, so a viewer knows of each one whether or not a neighbour
+    /// mentions it, and when it appeared.
+    Announced(SegmentInfo),
     /// A control message arrived.
     Message {
         /// Sender.
@@ -155,6 +159,10 @@ pub(super) struct Child<P> {
     pub(super) reachable: bool,
     /// The free slot nearest below it, from its last advert.
     pub(super) room: Option<(P, u8)>,
+    /// The place for a backbone peer nearest below it, from its last advert.
+    pub(super) backbone_room: Option<(P, u8)>,
+    /// Blocks it asked not to be pushed, by segment (the newest few): it gets them elsewhere.
+    pub(super) skips: VecDeque<(u64, u128)>,
 }
 
 /// The parent and what it pushes.
@@ -166,6 +174,11 @@ pub(super) struct Parent<P> {
     pub(super) strikes: u8,
     /// When it accepted us.
     pub(super) since: f64,
+    /// When its last block arrived, and of which segment.
+    pub(super) last_block_at: f64,
+    pub(super) last_block_seq: u64,
+    /// Time between its blocks of a segment (moving average).
+    pub(super) gap_s: f64,
 }
 
 /// An attach request in flight.
@@ -182,6 +195,8 @@ pub(super) struct Pull<P> {
     pub(super) from: P,
     pub(super) seq: u64,
     pub(super) block: u16,
+    /// When it was asked.
+    pub(super) sent_at: f64,
     pub(super) deadline: f64,
 }
 
@@ -204,6 +219,8 @@ pub struct TreeMesh<P> {
     pub(super) now: f64,
     pub(super) joined_at: f64,
     pub(super) joined: bool,
+    /// Segments before this one existed when this peer joined: they are pulled, never pushed.
+    pub(super) pull_before: u64,
     // The tree.
     pub(super) parent: Option<Parent<P>>,
     pub(super) attempt: Option<Attempt<P>>,
@@ -215,8 +232,8 @@ pub struct TreeMesh<P> {
     pub(super) backbone: bool,
     /// What neighbours were last told (backbone, spare > 0, connected), to advertise only changes.
     pub(super) advertised: (bool, bool, bool),
-    /// The free slot the parent was last told of.
-    pub(super) advertised_room: Option<(P, u8)>,
+    /// The free slot and the backbone place the parent was last told of.
+    pub(super) advertised_room: (Option<(P, u8)>, Option<(P, u8)>),
     // The mesh.
     pub(super) peers: Peers<P>,
     pub(super) probe_until: Option<f64>,
@@ -236,6 +253,9 @@ pub struct TreeMesh<P> {
     pub(super) window: Window,
     pub(super) player: Player,
     pub(super) origin: Vec<OriginFetch>,
+    /// How long after a segment is heard of its first pushed block arrives (moving average): the parent is silent
+    /// when nothing comes [`super::Config::silence_s`] after that.
+    pub(super) first_push_s: Option<f64>,
     /// How long one block fetch from the origin takes, round trip included (moving average).
     pub(super) origin_took_s: f64,
     /// The origin failed: leave it alone until then.
@@ -256,6 +276,7 @@ impl<P: PeerId> TreeMesh<P> {
             now,
             joined_at: now,
             joined: broadcaster,
+            pull_before: 0,
             parent: None,
             attempt: None,
             children: Vec::new(),
@@ -263,7 +284,7 @@ impl<P: PeerId> TreeMesh<P> {
             rooted: broadcaster,
             backbone: broadcaster,
             advertised: (broadcaster, true, broadcaster),
-            advertised_room: None,
+            advertised_room: (None, None),
             peers: Peers::default(),
             probe_until: None,
             finding: false,
@@ -276,6 +297,7 @@ impl<P: PeerId> TreeMesh<P> {
             window: Window::default(),
             player: Player::default(),
             origin: Vec::new(),
+            first_push_s: None,
             origin_took_s: 0.3,
             origin_down_until: 0.0,
             next_tick: now + tick,
@@ -292,6 +314,7 @@ impl<P: PeerId> TreeMesh<P> {
             Input::Join { tail, candidates } => self.on_join(tail, candidates),
             Input::Candidates(candidates) => self.on_candidates(candidates),
             Input::Published(segment) => self.on_published(segment),
+            Input::Announced(segment) => self.learn(segment),
             Input::Message { from, message } => self.on_message(from, message),
             Input::Block { from, segment, block } => self.on_block(from, segment, block),
             Input::Uploaded { to, kind } => self.on_uploaded(to, kind),
@@ -335,6 +358,10 @@ impl<P: PeerId> TreeMesh<P> {
         }
         for p in &self.pulls {
             consider(p.deadline);
+            let slow_at = p.sent_at + self.cfg.slow_pull_s;
+            if slow_at > self.now {
+                consider(slow_at);
+            }
         }
         let hedge_after = self.hedge_after();
         for f in self.origin.iter().filter(|f| !f.hedged) {
@@ -342,9 +369,9 @@ impl<P: PeerId> TreeMesh<P> {
         }
         if self.joined && self.cfg.role == Role::Viewer {
             for seg in self.window.iter_incomplete() {
-                if let Some((rescue, origin)) = self.check_times(seg) {
-                    if !seg.rescue && rescue > self.now {
-                        consider(rescue);
+                if let Some((mesh, origin)) = self.check_times(seg) {
+                    if mesh > self.now {
+                        consider(mesh);
                     }
                     if origin > self.now && self.origin_open(seg) != 0 {
                         consider(origin);
@@ -405,6 +432,13 @@ impl<P: PeerId> TreeMesh<P> {
         self.window.get(seq).is_some_and(|s| s.is_complete())
     }
 
+    /// Debugging: (rescued, pushed, origin bits, pulling bits) of a segment.
+    #[doc(hidden)]
+    pub fn debug_segment(&self, seq: u64) -> Option<(bool, bool, u128, u128)> {
+        let s = self.window.get(seq)?;
+        Some((s.skipped != 0, self.expects_push(seq), s.from_origin, s.pulling))
+    }
+
     /// Peers this one has a link with (parent, children, neighbours): those to tell when it goes.
     pub fn linked(&self) -> Vec<P> {
         let mut linked: Vec<P> = self.parent.iter().map(|p| p.id).collect();
@@ -435,7 +469,22 @@ impl<P: PeerId> TreeMesh<P> {
             newest,
             oldest,
             room: self.room(),
+            backbone_room: self.backbone_room(),
         }
+    }
+
+    /// The nearest place in this peer's subtree for a backbone newcomer (see [`Advert::backbone_room`]).
+    pub(super) fn backbone_room(&self) -> Option<(P, u8)> {
+        let leaf_child = self.children.iter().any(|c| !c.backbone);
+        if self.takes_children() && self.cfg.reachable && (self.spare_slots() > 0 || leaf_child) {
+            return Some((self.me, 0));
+        }
+        self.children
+            .iter()
+            .filter_map(|c| c.backbone_room)
+            .filter(|(_, below)| *below < u8::MAX)
+            .min_by_key(|(id, below)| (*below, *id))
+            .map(|(id, below)| (id, below + 1))
     }
 
     /// The nearest free slot in this peer's subtree that anyone can connect to (see [`Advert::room`]).
@@ -485,6 +534,7 @@ impl<P: PeerId> TreeMesh<P> {
                 }
             }
             Message::Have { segment, blocks } => self.on_have(from, segment, blocks),
+            Message::Skip { seq, blocks } => self.on_skip(from, seq, blocks),
             Message::Want { segment, block } => self.on_want(from, segment, block),
             Message::Refused { seq, block, reason } => self.on_refused(from, seq, block, reason),
         }

@@ -12,6 +12,13 @@ const URGENT_SEGMENTS: f64 = 2.0;
 const MESH_RETRY_S: f64 = 30.0;
 /// The estimate of one origin fetch never exceeds this.
 const MAX_ORIGIN_TOOK_S: f64 = 1.0;
+/// A segment heard of reaches the first level of the tree about this long later (a segment's time on a link at
+/// the promised rate), for guessing who holds it.
+const LIKELY_BASE_S: f64 = 1.5;
+/// …and each level below about this much later.
+const LIKELY_PER_HOP_S: f64 = 0.2;
+/// Segments a parent remembers a child's skips for (skips are for the segments in flight).
+const SKIPS_KEPT: usize = 4;
 /// A peer that refused a pull is not asked again for this long.
 const BUSY_BACKOFF_S: f64 = 1.0;
 
@@ -96,12 +103,26 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
-    pub(super) fn on_have(&mut self, from: P, segment: SegmentInfo, blocks: u128) {
+    /// A child gets these blocks elsewhere: take them off its push queue.
+    pub(super) fn on_skip(&mut self, from: P, seq: u64, blocks: u128) {
         if let Some(child) = self.children.iter_mut().find(|c| c.id == from) {
-            // The child got these elsewhere (a rescue): do not push them again.
-            child
-                .queue
-                .retain(|(s, b)| s.seq != segment.seq || blocks & (1u128 << b) == 0);
+            child.queue.retain(|(s, b)| s.seq != seq || blocks & (1u128 << b) == 0);
+            // Blocks not here yet must not be pushed when they come either.
+            match child.skips.iter_mut().find(|(s, _)| *s == seq) {
+                Some((_, bits)) => *bits |= blocks,
+                None => {
+                    if child.skips.len() >= SKIPS_KEPT {
+                        child.skips.pop_front();
+                    }
+                    child.skips.push_back((seq, blocks));
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_have(&mut self, from: P, segment: SegmentInfo, blocks: u128) {
+        if self.children.iter().any(|c| c.id == from) {
+            self.on_skip(from, segment.seq, blocks);
             return;
         }
         self.learn(segment);
@@ -124,7 +145,7 @@ impl<P: PeerId> TreeMesh<P> {
         self.window.skip_below(start);
         if segment.seq >= start {
             self.window
-                .insert(segment, self.cfg.block_size, self.cfg.window_segments);
+                .insert(segment, self.cfg.block_size, self.cfg.window_segments, self.now);
         }
     }
 
@@ -224,7 +245,7 @@ impl<P: PeerId> TreeMesh<P> {
         let mut wanted: Vec<(bool, usize, u64)> = self
             .window
             .iter_incomplete()
-            .filter(|s| s.info.seq >= start && s.pullable() != 0 && (s.rescue || !self.expects_push(s.info.seq)))
+            .filter(|s| s.info.seq >= start && self.pull_open(s) != 0)
             .map(|s| {
                 let due = self.player.due(s.info.seq, self.cfg.segment_s, expected_start);
                 let holders = self.peers.list.iter().filter(|k| k.holds(s.info.seq)).count();
@@ -235,7 +256,7 @@ impl<P: PeerId> TreeMesh<P> {
         wanted.sort_unstable();
         for (_, _, seq) in wanted {
             let Some(seg) = self.window.get(seq) else { continue };
-            let (info, blocks, mut open) = (seg.info, seg.blocks, seg.pullable());
+            let (info, blocks, mut open, heard_at) = (seg.info, seg.blocks, self.pull_open(seg), seg.heard_at);
             for block in 0..blocks {
                 if self.pulls.len() >= self.cfg.max_pulls {
                     return;
@@ -243,26 +264,48 @@ impl<P: PeerId> TreeMesh<P> {
                 if open & (1u128 << block) == 0 {
                     continue;
                 }
-                let Some(from) = self.pull_source(seq) else { break };
+                let Some(from) = self.pull_source(seq, heard_at) else {
+                    break;
+                };
                 open &= !(1u128 << block);
                 self.start_pull(from, info, block);
             }
         }
     }
 
-    /// The best neighbour (or probed peer) to pull a block of `seq` from.
-    fn pull_source(&self, seq: u64) -> Option<P> {
+    /// Blocks of `seg` to pull: all that nobody sends, but of a segment the parent pushes only those it was told
+    /// to skip.
+    fn pull_open(&self, seg: &super::window::Segment) -> u128 {
+        if self.expects_push(seg.info.seq) {
+            seg.pullable() & seg.skipped
+        } else {
+            seg.pullable()
+        }
+    }
+
+    /// The best neighbour (or probed peer) to pull a block of `seq` from: one known to hold it, or one deep enough
+    /// in the broadcaster's tree that it should by now (a segment heard of at `heard_at` reaches depth `d` about
+    /// [`LIKELY_BASE_S`] + `d` × [`LIKELY_PER_HOP_S`] later; a wrong guess costs one refusal).
+    fn pull_source(&self, seq: u64, heard_at: f64) -> Option<P> {
+        let now = self.now;
+        let likely = |k: &super::peers::Known<P>| {
+            k.rooted
+                && k.newest.is_none_or(|n| n < seq)
+                && k.depth
+                    .is_some_and(|d| now >= heard_at + LIKELY_BASE_S + f64::from(d) * LIKELY_PER_HOP_S)
+        };
         self.peers
             .list
             .iter()
             .filter(|k| {
-                k.holds(seq)
+                (k.holds(seq) || likely(k))
                     && usize::from(k.pulls) < self.cfg.max_pulls_per_peer
                     && k.busy_until <= self.now
                     && self.can_link(k.reachable)
             })
             .map(|k| {
                 let cost = k.latency.unwrap_or(UNMEASURED_LATENCY_S)
+                    + if k.holds(seq) { 0.0 } else { 0.15 }
                     + 0.1 * f64::from(k.pulls)
                     + 0.2 * f64::from(k.strikes)
                     + if k.depth == Some(0) { 1.0 } else { 0.0 };
@@ -278,6 +321,7 @@ impl<P: PeerId> TreeMesh<P> {
             from,
             seq: segment.seq,
             block,
+            sent_at: self.now,
             deadline,
         });
         if let Some(seg) = self.window.get_mut(segment.seq) {
@@ -319,10 +363,22 @@ impl<P: PeerId> TreeMesh<P> {
             BlockSource::Origin => self.counters.from_origin += bytes,
         }
         let complete = seg.is_complete();
-        let rescued = seg.rescue;
+        let rescued = seg.skipped != 0;
+        let first_of_segment = seg.have == bit;
+        let since_heard = self.now - seg.heard_at;
         if complete {
             seg.complete_at = Some(self.now);
-            seg.rescue = false;
+        }
+        if let Some(parent) = self.parent.as_mut().filter(|p| from == BlockSource::Peer(p.id)) {
+            if parent.last_block_seq == segment.seq {
+                let gap = self.now - parent.last_block_at;
+                parent.gap_s = 0.8 * parent.gap_s + 0.2 * gap;
+            }
+            parent.last_block_at = self.now;
+            parent.last_block_seq = segment.seq;
+            if first_of_segment && !rescued {
+                self.first_push_s = Some(self.first_push_s.map_or(since_heard, |l| 0.8 * l + 0.2 * since_heard));
+            }
         }
         self.push_to_children(segment, block);
         if complete {
@@ -333,11 +389,7 @@ impl<P: PeerId> TreeMesh<P> {
             }
             self.out.push_back(super::Output::SegmentComplete(segment));
             let blocks = self.window.get(segment.seq).map_or(0, |s| s.all());
-            let mut mesh: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
-            if rescued && let Some(parent) = self.parent.filter(|p| segment.seq >= p.from_seq) {
-                // The parent may still have this segment queued for us: tell it we are done.
-                mesh.push(parent.id);
-            }
+            let mesh: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
             for id in mesh {
                 self.send(id, Message::Have { segment, blocks });
             }

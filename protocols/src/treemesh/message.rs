@@ -51,6 +51,10 @@ pub struct Advert<P> {
     /// nearest it knows, with how many levels below it that peer is. Kept up to date from the children's adverts,
     /// it lets a full peer send a joiner straight to a free slot instead of one level down per round trip.
     pub room: Option<(P, u8)>,
+    /// The same for a backbone newcomer: the nearest peer of its subtree (itself included) that accepts inbound
+    /// connections and has a free slot or a leaf child it would move under the newcomer (mTreebone's preemption),
+    /// so that peers that forward sit above peers that do not.
+    pub backbone_room: Option<(P, u8)>,
 }
 
 impl<P> Advert<P> {
@@ -141,6 +145,13 @@ pub enum Message<P> {
         /// Blocks held, bit `i` for block `i`.
         blocks: u128,
     },
+    /// To the parent: stop pushing these blocks of segment `seq`; they come from elsewhere (a rescue).
+    Skip {
+        /// The segment.
+        seq: u64,
+        /// Blocks not to push, bit `i` for block `i`.
+        blocks: u128,
+    },
     /// A pull: send block `block` of segment `segment`.
     Want {
         /// The segment.
@@ -162,7 +173,9 @@ pub enum Message<P> {
 impl<P> Message<P> {
     /// Approximate encoded size in bytes, for the control-overhead figure.
     pub fn wire_size(&self) -> usize {
-        let advert = |a: &Advert<P>| 16 + (a.path.len() + usize::from(a.room.is_some())) * PEER_ID_BYTES;
+        let advert = |a: &Advert<P>| {
+            16 + (a.path.len() + usize::from(a.room.is_some()) + usize::from(a.backbone_room.is_some())) * PEER_ID_BYTES
+        };
         MESSAGE_OVERHEAD_BYTES
             + match self {
                 Self::Probe | Self::Detach | Self::MeshLeave => 0,
@@ -172,7 +185,9 @@ impl<P> Message<P> {
                 Self::Accepted { advert: a } | Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
                 Self::MeshReply { advert: a, .. } => 1 + advert(a),
                 Self::Rejected { try_instead, .. } => 1 + try_instead.len() * PEER_ID_BYTES,
-                Self::Have { blocks, .. } => 12 + (128 - blocks.leading_zeros() as usize).div_ceil(8),
+                Self::Have { blocks, .. } | Self::Skip { blocks, .. } => {
+                    12 + (128 - blocks.leading_zeros() as usize).div_ceil(8)
+                }
                 Self::Want { .. } | Self::Refused { .. } => 14,
             }
     }

@@ -36,10 +36,14 @@ impl<P: PeerId> TreeMesh<P> {
         self.joined = true;
         self.joined_at = self.now;
         for info in &tail {
-            self.window.insert(*info, self.cfg.block_size, self.cfg.window_segments);
+            self.window
+                .insert(*info, self.cfg.block_size, self.cfg.window_segments, self.now);
         }
         // Start one segment behind the live edge: the player holds one segment while the next is made.
         if let Some(newest) = tail.iter().map(|s| s.seq).max() {
+            // What exists already is pulled, striped over the peers that hold it, while a parent is found: it is
+            // the fastest way to it, and no attach, however slow, holds it up. The parent pushes what comes next.
+            self.pull_before = newest + 1;
             let start = newest
                 .saturating_sub(1)
                 .max(tail.iter().map(|s| s.seq).min().unwrap_or(0));
@@ -103,7 +107,13 @@ impl<P: PeerId> TreeMesh<P> {
                 self.peers.entry(id, reachable, now, pinned);
             }
         }
-        if let Some((id, below)) = advert.room.filter(|(id, below)| *below > 0 && *id != self.me) {
+        // A backbone peer may take a leaf's place: its room is the nearest of either kind.
+        let room = if self.backbone {
+            advert.backbone_room
+        } else {
+            advert.room
+        };
+        if let Some((id, below)) = room.filter(|(id, below)| *below > 0 && *id != self.me) {
             self.learn_room(id, advert.depth() + usize::from(below), advert.rooted);
         }
         self.pump_pulls();
@@ -127,7 +137,8 @@ impl<P: PeerId> TreeMesh<P> {
         self.fill_mesh();
     }
 
-    /// The first segment a new parent should push: the one after everything already held or asked for.
+    /// The first segment a new parent should push: the one after everything already held or asked for, and never
+    /// one that existed when this peer joined.
     fn push_from(&self) -> u64 {
         let touched = self
             .window
@@ -136,7 +147,7 @@ impl<P: PeerId> TreeMesh<P> {
             .map(|s| s.info.seq + 1)
             .max();
         let start = self.player.start.unwrap_or(0);
-        touched.unwrap_or(start).max(start)
+        touched.unwrap_or(start).max(start).max(self.pull_before)
     }
 
     /// Asks the best known candidate to be our parent: in the broadcaster's tree with a free slot (the fewest hops,
@@ -155,14 +166,14 @@ impl<P: PeerId> TreeMesh<P> {
             .filter(|k| {
                 k.backbone
                     && k.depth.is_some()
-                    && (k.spare > 0 || k.rooted)
+                    && (self.has_room(k) || k.rooted)
                     && k.not_before <= self.now
                     && Some(k.id) != current
                     && !self.children.iter().any(|c| c.id == k.id)
                     && self.can_link(k.reachable)
             })
             .map(|k| {
-                let class = match (k.rooted, k.spare > 0) {
+                let class = match (k.rooted, self.has_room(k)) {
                     (true, true) => 0.0,
                     (true, false) => FULL_COST_S,
                     (false, _) => UNROOTED_COST_S,
@@ -202,6 +213,12 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
+    /// Whether a known peer has a place for this peer: a free slot, or — for a backbone peer — a leaf child it
+    /// would move under us.
+    fn has_room(&self, k: &super::peers::Known<P>) -> bool {
+        k.spare > 0 || (self.backbone && k.leaves > 0)
+    }
+
     fn attach_to(&mut self, id: P) {
         let from_seq = self.push_from();
         self.attempt = Some(Attempt {
@@ -227,8 +244,10 @@ impl<P: PeerId> TreeMesh<P> {
         let Some(parent) = self.parent else {
             return;
         };
-        // Every move re-paths the whole subtree: move seldom, and only for a real gain.
-        if self.attempt.is_some() || self.now - parent.since < JUMP_AFTER_S {
+        // Every move re-paths the whole subtree: move seldom, and only for a real gain. A backbone peer with no
+        // children yet (just promoted) has nothing to disturb: it moves up at once.
+        let settled = self.now - parent.since >= JUMP_AFTER_S || (self.backbone && self.children.is_empty());
+        if self.attempt.is_some() || !settled {
             return;
         }
         let (rooted, depth) = (self.rooted, self.path.len());
@@ -276,7 +295,7 @@ impl<P: PeerId> TreeMesh<P> {
             let mut rooms: Vec<(u8, P)> = self
                 .children
                 .iter()
-                .filter_map(|c| c.room)
+                .filter_map(|c| if slots > 0 { c.backbone_room } else { c.room })
                 .filter(|(id, _)| *id != from)
                 .map(|(id, below)| (below, id))
                 .collect();
@@ -311,6 +330,8 @@ impl<P: PeerId> TreeMesh<P> {
             backbone: false,
             reachable,
             room: None,
+            backbone_room: None,
+            skips: VecDeque::new(),
         };
         for seg in self.window.iter().filter(|s| s.info.seq >= from_seq) {
             for b in 0..seg.blocks.min(MAX_BLOCKS) {
@@ -353,13 +374,16 @@ impl<P: PeerId> TreeMesh<P> {
             from_seq: attempt.from_seq,
             strikes: 0,
             since: self.now,
+            last_block_at: self.now,
+            last_block_seq: attempt.from_seq,
+            gap_s: f64::from(self.cfg.block_size) / (self.cfg.child_rate_x * self.cfg.bitrate),
         });
         self.counters.parent_changes += 1;
         let mut path = advert.path;
         path.push(from);
         self.set_path(path, advert.rooted);
         // The new parent learns our free slots (and those below us) at once.
-        self.advertised_room = self.room();
+        self.advertised_room = (self.room(), self.backbone_room());
         let advert = self.advert();
         self.send(from, Message::Update { advert });
     }
@@ -469,6 +493,7 @@ impl<P: PeerId> TreeMesh<P> {
             c.backbone = advert.backbone;
             c.reachable = advert.reachable;
             c.room = advert.room;
+            c.backbone_room = advert.backbone_room;
             self.advertise_changes();
         }
         if self.parent.is_some_and(|p| p.id == from) {
@@ -575,7 +600,7 @@ impl<P: PeerId> TreeMesh<P> {
     /// current all the way up.
     pub(super) fn advertise_changes(&mut self) {
         let state = (self.backbone, self.spare_slots() > 0, self.rooted);
-        let room = self.room();
+        let room = (self.room(), self.backbone_room());
         let (changed, room_changed) = (state != self.advertised, room != self.advertised_room);
         if !changed && !room_changed {
             return;
@@ -598,7 +623,7 @@ impl<P: PeerId> TreeMesh<P> {
     pub(super) fn on_published(&mut self, segment: SegmentInfo) {
         if !self
             .window
-            .insert(segment, self.cfg.block_size, self.cfg.window_segments)
+            .insert(segment, self.cfg.block_size, self.cfg.window_segments, self.now)
         {
             return;
         }
@@ -619,7 +644,11 @@ impl<P: PeerId> TreeMesh<P> {
         let mut i = 0;
         while i < self.children.len() {
             let child = &mut self.children[i];
-            if segment.seq < child.from_seq {
+            let skipped = child
+                .skips
+                .iter()
+                .any(|(seq, blocks)| *seq == segment.seq && blocks & (1u128 << block) != 0);
+            if segment.seq < child.from_seq || skipped {
                 i += 1;
                 continue;
             }

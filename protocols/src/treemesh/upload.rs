@@ -36,6 +36,17 @@ impl<P: PeerId> TreeMesh<P> {
         self.counters.uploaded += f64::from(segment.block_bytes(block, self.cfg.block_size));
     }
 
+    /// How long an upload queued now would wait for the uplink: every block queued for children and pullers, at the
+    /// budget's rate.
+    fn upload_wait_s(&self) -> f64 {
+        let queued = self.children.iter().map(|c| c.queue.len()).sum::<usize>() + self.serves.len() + self.uploading;
+        let budget = self.cfg.budget();
+        if budget <= 0.0 {
+            return f64::INFINITY;
+        }
+        queued as f64 * f64::from(self.cfg.block_size) / budget
+    }
+
     /// The child whose turn it is: backbone children before leaves, round robin within each.
     fn next_child(&mut self) -> Option<usize> {
         let n = self.children.len();
@@ -63,10 +74,11 @@ impl<P: PeerId> TreeMesh<P> {
         self.pump_uploads();
     }
 
-    /// Queues an answer to a pull; returns false when the queue is full (the puller asks elsewhere).
+    /// Queues an answer to a pull; returns false when the queue is full or the answer would wait too long behind
+    /// the uploads queued before it (the puller asks elsewhere).
     pub(super) fn queue_serve(&mut self, to: P, segment: SegmentInfo, block: u16) -> bool {
         let extra = (self.spare_budget() / self.cfg.bitrate).floor() as usize;
-        if self.serves.len() >= self.cfg.serve_queue + extra {
+        if self.serves.len() >= self.cfg.serve_queue + extra || self.upload_wait_s() > self.cfg.max_serve_wait_s {
             return false;
         }
         self.serves.push_back((to, segment, block));

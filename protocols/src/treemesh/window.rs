@@ -20,23 +20,26 @@ pub(super) struct Segment {
     pub(super) from_origin: u128,
     /// Of those, the ones the origin is slow to send: peers may be asked for them too.
     pub(super) hedged: u128,
+    /// When this peer first heard of it (its announcement, normally).
+    pub(super) heard_at: f64,
     /// When it became whole.
     pub(super) complete_at: Option<f64>,
-    /// The push for it is overdue: pull it from the mesh.
-    pub(super) rescue: bool,
+    /// Blocks the parent was told not to push (it would bring them too late): fetched elsewhere.
+    pub(super) skipped: u128,
 }
 
 impl Segment {
-    fn new(info: SegmentInfo, block_size: u32) -> Self {
+    fn new(info: SegmentInfo, block_size: u32, now: f64) -> Self {
         Self {
             info,
+            heard_at: now,
             blocks: info.blocks(block_size).min(MAX_BLOCKS),
             have: 0,
             pulling: 0,
             from_origin: 0,
             hedged: 0,
             complete_at: None,
-            rescue: false,
+            skipped: 0,
         }
     }
 
@@ -85,7 +88,7 @@ impl Window {
     }
 
     /// Adds a segment unless known or older than the window; returns whether it is (now) in the window.
-    pub(super) fn insert(&mut self, info: SegmentInfo, block_size: u32, keep: u64) -> bool {
+    pub(super) fn insert(&mut self, info: SegmentInfo, block_size: u32, keep: u64, now: f64) -> bool {
         if self.slots.is_empty() {
             self.base = info.seq;
         }
@@ -97,7 +100,7 @@ impl Window {
             self.slots.resize(i + 1, None);
         }
         if self.slots[i].is_none() {
-            self.slots[i] = Some(Segment::new(info, block_size));
+            self.slots[i] = Some(Segment::new(info, block_size, now));
         }
         // Keep the window bounded: drop what is more than `keep` behind the newest.
         let newest = self.base + self.slots.len() as u64 - 1;

@@ -60,6 +60,9 @@ fn run_scenario() -> Result<()> {
                             "mesh_degree" => c.mesh_degree = v as usize,
                             "deadline_margin_s" => c.deadline_margin_s = v,
                             "startup_s" => c.startup_s = v,
+                            "silence_s" => c.silence_s = v,
+                            "slow_pull_s" => c.slow_pull_s = v,
+                            "max_serve_wait_s" => c.max_serve_wait_s = v,
                             _ => panic!("unknown {k}"),
                         }
                     }

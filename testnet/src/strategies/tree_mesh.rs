@@ -17,6 +17,8 @@ use crate::sim::{Core, Source, Strategy};
 thread_local! {
     /// Debug: messages by kind.
     pub static MSG_COUNTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> = Default::default();
+    /// Debug: (joined, first attached) per viewer.
+    pub static DEBUG_ATTACHED: std::cell::RefCell<std::collections::HashMap<u32, (f64, f64)>> = Default::default();
     /// Debug: how each (viewer, segment)'s fresh blocks came: 1 push, 2 serve, 4 origin.
     pub static DEBUG_KINDS: std::cell::RefCell<std::collections::HashMap<(usize, u64), u8>> = Default::default();
 }
@@ -30,6 +32,20 @@ pub const DISCOVERY_S: f64 = 0.3;
 pub const LEAVE_NOTICED_S: f64 = 1.0;
 /// Peers discovery returns.
 const DISCOVERED: usize = 8;
+/// Bytes of a segment's signed manifest entry as gossipsub carries it: stream, sequence, duration, size, time, root
+/// and block CIDs, signature, and gossipsub's framing.
+const ANNOUNCEMENT_BYTES: usize = 600;
+/// Copies of each gossipsub message a peer receives: one from each of its mesh peers (gossipsub's D = 8, less the
+/// one it came from, plus IHAVE gossip).
+const GOSSIP_COPIES: usize = 8;
+/// Time one gossipsub hop adds beyond the first, seconds: the fastest of several paths wins each hop.
+const GOSSIP_HOP_S: f64 = 0.05;
+
+/// Hops a gossipsub message takes to reach the last of `n` peers: the diameter of a random mesh of degree 8.
+fn gossip_hops(n: usize) -> f64 {
+    ((n.max(2) as f64).ln() / 7f64.ln()).ceil().max(1.0)
+}
+
 /// Framing and CID sent with each block, counted as control bytes.
 const BLOCK_HEADER_BYTES: usize = 48;
 /// An HTTP range request for one block, counted as control bytes.
@@ -37,6 +53,7 @@ const RANGE_REQUEST_BYTES: usize = 200;
 
 enum InFlight {
     Message { from: u32, to: u32, message: Message<u32> },
+    Announce { to: u32, segment: SegmentInfo },
     Discovery { to: u32 },
     Gone { to: u32, peer: u32 },
 }
@@ -139,11 +156,19 @@ impl TreeMeshSim {
 
     fn drive(&mut self, core: &mut Core, peer: u32) {
         let mut outputs = Vec::new();
+        let debug = self.debug;
         let Some(m) = self.machine(peer) else { return };
         while let Some(o) = m.poll_output() {
             outputs.push(o);
         }
         let wake = m.poll_timeout();
+        if debug && peer != BROADCASTER && m.parent().is_some() {
+            let joined = core.viewers[peer as usize].joined;
+            let now = core.now;
+            DEBUG_ATTACHED.with(|a| {
+                a.borrow_mut().entry(peer).or_insert((joined, now));
+            });
+        }
         for output in outputs {
             if self.trace == Some(peer) {
                 eprintln!("{:.3} {peer} -> {output:?}", core.now);
@@ -168,7 +193,16 @@ impl TreeMeshSim {
                 let bytes = message.wire_size();
                 if self.debug {
                     let name = format!("{message:?}");
-                    let name = name.split([' ', '{', '(']).next().unwrap_or("").to_owned();
+                    let mut name = name.split([' ', '{', '(']).next().unwrap_or("").to_owned();
+                    if let Message::Want { segment, .. } = &message
+                        && peer != BROADCASTER
+                    {
+                        let first = core.viewers[peer as usize].first_seq.unwrap_or(0);
+                        let k = segment.seq.saturating_sub(first).min(3);
+                        let m = self.viewers[peer as usize].as_ref().expect("sending");
+                        let st = m.debug_segment(segment.seq).map(|s| (s.0, s.1));
+                        name = format!("Want-k{k}-{st:?}-parent{}", m.parent().is_some());
+                    }
                     MSG_COUNTS.with(|c| *c.borrow_mut().entry(name).or_insert(0u64) += 1);
                 }
                 if Self::nat(core, peer) && Self::nat(core, to) {
@@ -375,6 +409,17 @@ impl Strategy for TreeMeshSim {
         }
         let info = core.segment_info(seq);
         self.feed(core, BROADCASTER, Input::Published(info));
+        // The signed manifest entry floods the stream's gossipsub topic: every viewer hears of the segment a few
+        // mesh hops later.
+        let hops = gossip_hops(self.present.len());
+        for i in 0..self.present.len() {
+            let to = self.present[i];
+            let node = core.viewers[to as usize].node;
+            let delay = core.latency(core.broadcaster, node) + (hops - 1.0) * GOSSIP_HOP_S;
+            core.bytes.control += (GOSSIP_COPIES * ANNOUNCEMENT_BYTES) as f64;
+            let tag = self.messages.insert(InFlight::Announce { to, segment: info });
+            core.set_timer(core.now + delay, tag_message(tag));
+        }
     }
 
     fn on_flow_finished(&mut self, core: &mut Core, finished: Finished) {
@@ -414,7 +459,12 @@ impl Strategy for TreeMeshSim {
             DEBUG_KINDS.with(|k| *k.borrow_mut().entry((t.to as usize, t.segment.seq)).or_insert(0) |= bit);
         }
         if self.debug && fresh == 0 {
-            let kind = format!("dup-{:?}", t.kind);
+            let first = core.viewers[t.to as usize].first_seq.unwrap_or(0);
+            let state = self.viewers[t.to as usize]
+                .as_ref()
+                .and_then(|m| m.debug_segment(t.segment.seq));
+            let k = t.segment.seq.saturating_sub(first).min(3);
+            let kind = format!("dup-{:?}-k{k}-{:?}", t.kind, state.map(|s| (s.0, s.1)));
             MSG_COUNTS.with(|c| *c.borrow_mut().entry(kind).or_insert(0u64) += 1);
         }
         let from = match t.from {
@@ -440,6 +490,7 @@ impl Strategy for TreeMeshSim {
                 self.feed(core, to, Input::Candidates(found));
             }
             Some(InFlight::Gone { to, peer }) => self.feed(core, to, Input::PeerGone(peer)),
+            Some(InFlight::Announce { to, segment }) => self.feed(core, to, Input::Announced(segment)),
             None => {}
         }
     }
