@@ -163,6 +163,9 @@ pub struct Core {
     pub bytes: Bytes,
     queue: BinaryHeap<Reverse<Scheduled>>,
     pending: Vec<Option<Event>>,
+    /// Flows of requests in progress, by tag, and requests called off before their flow started.
+    requests: std::collections::HashMap<u64, crate::network::FlowId>,
+    cancelled_requests: std::collections::HashSet<u64>,
     free_slots: Vec<u32>,
     order: u64,
     events: u64,
@@ -215,6 +218,21 @@ impl Core {
     pub fn request(&mut self, src: NodeId, dst: NodeId, bytes: u64, tag: u64) {
         let at = self.now + self.latency(src, dst);
         self.schedule(at, Event::StartFlow { src, dst, bytes, tag });
+    }
+
+    /// Calls off a transfer asked for with [`Core::request`] (the receiver got the bytes elsewhere): it frees its
+    /// sender's capacity and never finishes.
+    pub fn cancel_request(&mut self, tag: u64) {
+        match self.requests.remove(&tag) {
+            Some(flow) => {
+                if let Some((_, completions)) = self.net.cancel(self.now, flow) {
+                    self.schedule_completions(completions);
+                }
+            }
+            None => {
+                self.cancelled_requests.insert(tag);
+            }
+        }
     }
 
     /// Starts a transfer now (a push: no request first).
@@ -356,6 +374,8 @@ impl<S: Strategy> Simulation<S> {
             bytes: Bytes::default(),
             queue: BinaryHeap::new(),
             pending: Vec::new(),
+            requests: std::collections::HashMap::new(),
+            cancelled_requests: std::collections::HashSet::new(),
             free_slots: Vec::new(),
             order: 0,
             events: 0,
@@ -425,6 +445,11 @@ impl<S: Strategy> Simulation<S> {
         false
     }
 
+    /// Every viewer so far.
+    pub fn viewers(&self) -> &[Viewer] {
+        &self.core.viewers
+    }
+
     /// The strategy under test.
     pub fn strategy(&self) -> &S {
         &self.strategy
@@ -484,6 +509,7 @@ impl<S: Strategy> Simulation<S> {
                 for (flow, tag) in core.net.flows_of(node) {
                     if let Some((_, completions)) = core.net.cancel(core.now, flow) {
                         core.schedule_completions(completions);
+                        core.requests.remove(&tag);
                         cancelled.push(tag);
                     }
                 }
@@ -491,10 +517,17 @@ impl<S: Strategy> Simulation<S> {
                 // Churn replaces every leaver with a new joiner.
                 core.schedule(core.now, Event::Join);
             }
-            Event::StartFlow { src, dst, bytes, tag } => core.push(src, dst, bytes, tag),
+            Event::StartFlow { src, dst, bytes, tag } => {
+                if !core.cancelled_requests.remove(&tag) {
+                    let (flow, completions) = core.net.start(core.now, src, dst, bytes, tag);
+                    core.schedule_completions(completions);
+                    core.requests.insert(tag, flow);
+                }
+            }
             Event::Flow(completion) => {
                 if let Some((finished, completions)) = core.net.finish(core.now, completion) {
                     core.schedule_completions(completions);
+                    core.requests.remove(&finished.tag);
                     self.strategy.on_flow_finished(core, finished);
                 }
             }
@@ -595,7 +628,7 @@ impl<S: Strategy> Simulation<S> {
                                     20
                                 };
                                 DEBUG_LATE.with(|l| *l.borrow_mut().entry(bucket).or_insert(0) += 1);
-                                if k == 1 && v.joined > 20.0 {
+                                if k <= 2 && v.joined > 100.0 {
                                     eprintln!(
                                         "late k=1: viewer {vi} joined {:.3} first {:?} start {start:.3} due {due:.3} ready {r:?} made {:?}",
                                         v.joined,
@@ -616,7 +649,7 @@ impl<S: Strategy> Simulation<S> {
                 bucket.0 += 1;
                 bucket.1 += usize::from(p.ttfb_s.is_none_or(|t| t > 1.5));
                 if p.ttfb_s.is_some_and(|t| t > 3.0) && slow_examples.len() < 8 && v.joined > 10.0 {
-                    slow_examples.push((v.node, p.ttfb_s));
+                    slow_examples.push((vi, p.ttfb_s));
                 }
                 bucket.2 += p.stalled_s;
                 if p.stalled_s > 100.0 {
@@ -638,7 +671,7 @@ impl<S: Strategy> Simulation<S> {
                             .collect::<Vec<_>>()
                     );
                 }
-                if p.stalled_s > 5.0 && slow_examples.len() < 12 {
+                if p.stalled_s > 5.0 && slow_examples.len() < 12 && v.joined > 10.0 {
                     slow_examples.push((vi, Some(-p.stalled_s)));
                 }
             }

@@ -130,7 +130,7 @@ impl Config {
             mesh_degree: 4,
             probe_count: 8,
             probe_wait_s: 0.4,
-            attach_timeout_s: 1.0,
+            attach_timeout_s: 2.0,
             pull_timeout_s: 6.0,
             max_pulls: 8,
             max_pulls_per_peer: 3,

@@ -17,6 +17,8 @@ const ORIGIN_PARALLEL: u64 = 16;
 const RESCUE_S: f64 = 0.6;
 /// When a segment's first pushed block is expected before any has been measured.
 const DEFAULT_FIRST_PUSH_S: f64 = 1.0;
+/// The most an origin fetch is planned to take (a round trip to a CDN and a block at a fair share).
+const ORIGIN_PLAN_CAP_S: f64 = 0.4;
 /// After an origin failure, leave it alone this long.
 const ORIGIN_BACKOFF_S: f64 = 2.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
@@ -33,9 +35,12 @@ impl<P: PeerId> TreeMesh<P> {
         Some(self.player.due(seg.info.seq, self.cfg.segment_s, expected_start))
     }
 
-    /// How long fetching `blocks` from the origin takes.
+    /// How long fetching `blocks` from the origin is planned to take: as measured, but never more than
+    /// [`ORIGIN_PLAN_CAP_S`] a batch — a busy origin must not make every peer ask it ever earlier (more load, slower
+    /// still); its blocks then come late, and peers get the longer chance.
     fn origin_s(&self, blocks: u128) -> f64 {
-        self.origin_took_s * u64::from(blocks.count_ones()).div_ceil(ORIGIN_PARALLEL).max(1) as f64
+        let batches = u64::from(blocks.count_ones()).div_ceil(ORIGIN_PARALLEL).max(1) as f64;
+        self.origin_took_s.min(ORIGIN_PLAN_CAP_S) * batches
     }
 
     /// For a segment the parent pushes: the blocks it would deliver too late to leave `fetch_s` before the deadline
@@ -105,12 +110,11 @@ impl<P: PeerId> TreeMesh<P> {
             self.probe_until = None;
             self.after_probing();
         }
-        if let Some(a) = self.attempt.filter(|a| a.deadline <= now) {
+        if self.attempt.is_some_and(|a| a.deadline <= now) {
             self.attempt = None;
-            self.avoid(a.id);
-            if self.parent.is_none() {
-                self.try_attach();
-            }
+        }
+        if self.parent.is_none() && self.attempt.is_none() && self.joined {
+            self.try_attach();
         }
         self.expire_pulls();
         self.hedge_slow_origin();
@@ -153,8 +157,10 @@ impl<P: PeerId> TreeMesh<P> {
         let mut origin = Vec::new();
         for seg in self.window.iter_incomplete() {
             let Some(due) = self.due(seg) else { continue };
+            // The mesh is asked only when a neighbour already holds the segment: otherwise it would bring the blocks
+            // no sooner than the parent, and the origin's turn comes later.
             let late = self.late_pushes(seg, due, RESCUE_S).0;
-            if late != 0 {
+            if late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
                 to_mesh.push((seg.info.seq, late));
             }
             let missing = seg.all() & !seg.have;

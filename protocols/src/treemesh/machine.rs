@@ -43,6 +43,8 @@ pub enum Input<P> {
         tail: Vec<SegmentInfo>,
         /// Peers of the stream.
         candidates: Vec<(P, bool)>,
+        /// The broadcaster (the stream's signed info names it): the root of the tree, where placement starts.
+        broadcaster: Option<P>,
     },
     /// More peers of the stream, in answer to [`Output::FindPeers`].
     Candidates(Vec<(P, bool)>),
@@ -124,6 +126,14 @@ pub enum Output<P> {
         /// The block.
         block: u16,
     },
+    /// Call off an origin fetch asked for with [`Output::FetchOrigin`]: a peer brought the block first. No answer is
+    /// expected (a block that arrives anyway is counted as a duplicate).
+    CancelOrigin {
+        /// The segment.
+        segment: SegmentInfo,
+        /// The block.
+        block: u16,
+    },
     /// Find more peers of the stream (DHT providers); answer with [`Input::Candidates`].
     FindPeers,
     /// A segment is whole: hand it to the player.
@@ -161,8 +171,37 @@ pub(super) struct Child<P> {
     pub(super) room: Option<(P, u8)>,
     /// The place for a backbone peer nearest below it, from its last advert.
     pub(super) backbone_room: Option<(P, u8)>,
+    /// Free leaf slots in its subtree, from its last advert (at peers that accept inbound connections, and at any).
+    pub(super) free: u8,
+    pub(super) any_room: Option<(P, u8)>,
+    pub(super) any_free: u8,
+    /// Attach requests passed to it since its last advert.
+    pub(super) routed: u8,
     /// Blocks it asked not to be pushed, by segment (the newest few): it gets them elsewhere.
     pub(super) skips: VecDeque<(u64, u128)>,
+}
+
+/// What a peer's directory holds of a subtree: its nearest free slots and their count, and its nearest place
+/// for a backbone peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Rooms<P> {
+    pub(super) room: Option<(P, u8)>,
+    pub(super) backbone_room: Option<(P, u8)>,
+    pub(super) free: u8,
+    pub(super) any_room: Option<(P, u8)>,
+    pub(super) any_free: u8,
+}
+
+impl<P> Default for Rooms<P> {
+    fn default() -> Self {
+        Self {
+            room: None,
+            backbone_room: None,
+            free: 0,
+            any_room: None,
+            any_free: 0,
+        }
+    }
 }
 
 /// The parent and what it pushes.
@@ -172,8 +211,6 @@ pub(super) struct Parent<P> {
     pub(super) from_seq: u64,
     /// Segments it pushed late lately.
     pub(super) strikes: u8,
-    /// When it accepted us.
-    pub(super) since: f64,
     /// When its last block arrived, and of which segment.
     pub(super) last_block_at: f64,
     pub(super) last_block_seq: u64,
@@ -232,8 +269,16 @@ pub struct TreeMesh<P> {
     pub(super) backbone: bool,
     /// What neighbours were last told (backbone, spare > 0, connected), to advertise only changes.
     pub(super) advertised: (bool, bool, bool),
-    /// The free slot and the backbone place the parent was last told of.
-    pub(super) advertised_room: (Option<(P, u8)>, Option<(P, u8)>),
+    /// The rooms and free counts the parent was last told of.
+    pub(super) advertised_room: Rooms<P>,
+    /// The broadcaster, where placement starts.
+    pub(super) root: Option<P>,
+    /// Where the next attach request goes instead (the grandparent, after losing the parent).
+    pub(super) entry: Option<P>,
+    /// No attach request before this time (the last found no place).
+    pub(super) retry_attach_at: f64,
+    /// The last move up was asked for then.
+    pub(super) last_jump: f64,
     // The mesh.
     pub(super) peers: Peers<P>,
     pub(super) probe_until: Option<f64>,
@@ -284,7 +329,11 @@ impl<P: PeerId> TreeMesh<P> {
             rooted: broadcaster,
             backbone: broadcaster,
             advertised: (broadcaster, true, broadcaster),
-            advertised_room: (None, None),
+            advertised_room: Rooms::default(),
+            root: None,
+            entry: None,
+            retry_attach_at: f64::NEG_INFINITY,
+            last_jump: now,
             peers: Peers::default(),
             probe_until: None,
             finding: false,
@@ -311,7 +360,11 @@ impl<P: PeerId> TreeMesh<P> {
     pub fn handle(&mut self, now: f64, input: Input<P>) {
         self.now = self.now.max(now);
         match input {
-            Input::Join { tail, candidates } => self.on_join(tail, candidates),
+            Input::Join {
+                tail,
+                candidates,
+                broadcaster,
+            } => self.on_join(tail, candidates, broadcaster),
             Input::Candidates(candidates) => self.on_candidates(candidates),
             Input::Published(segment) => self.on_published(segment),
             Input::Announced(segment) => self.learn(segment),
@@ -355,6 +408,8 @@ impl<P: PeerId> TreeMesh<P> {
         }
         if let Some(a) = self.attempt {
             consider(a.deadline);
+        } else if self.joined && self.parent.is_none() && self.retry_attach_at > self.now {
+            consider(self.retry_attach_at);
         }
         for p in &self.pulls {
             consider(p.deadline);
@@ -468,9 +523,38 @@ impl<P: PeerId> TreeMesh<P> {
             reachable: self.cfg.reachable,
             newest,
             oldest,
-            room: self.room(),
+            room: self.room_of(false),
             backbone_room: self.backbone_room(),
+            free: self.free_of(false),
+            any_room: self.room_of(true),
+            any_free: self.free_of(true),
         }
+    }
+
+    /// What the parent's directory holds of this subtree.
+    pub(super) fn rooms(&self) -> Rooms<P> {
+        Rooms {
+            room: self.room_of(false),
+            backbone_room: self.backbone_room(),
+            free: self.free_of(false),
+            any_room: self.room_of(true),
+            any_free: self.free_of(true),
+        }
+    }
+
+    /// Free leaf slots in this peer's subtree (see [`Advert::free`]); `any`: those of peers behind NAT too.
+    pub(super) fn free_of(&self, any: bool) -> u8 {
+        let own = if self.cfg.reachable || any {
+            self.spare_slots()
+        } else {
+            0
+        };
+        let below: u32 = self
+            .children
+            .iter()
+            .map(|c| u32::from(if any { c.any_free } else { c.free }.saturating_sub(c.routed)))
+            .sum();
+        (own + below).min(u32::from(super::message::MAX_FREE_ADVERTISED)) as u8
     }
 
     /// The nearest place in this peer's subtree for a backbone newcomer (see [`Advert::backbone_room`]).
@@ -488,13 +572,13 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     /// The nearest free slot in this peer's subtree that anyone can connect to (see [`Advert::room`]).
-    pub(super) fn room(&self) -> Option<(P, u8)> {
-        if self.spare_slots() > 0 && self.cfg.reachable {
+    pub(super) fn room_of(&self, any: bool) -> Option<(P, u8)> {
+        if self.spare_slots() > 0 && (self.cfg.reachable || any) {
             return Some((self.me, 0));
         }
         self.children
             .iter()
-            .filter_map(|c| c.room)
+            .filter_map(|c| if any { c.any_room } else { c.room })
             .filter(|(_, below)| *below < u8::MAX)
             .min_by_key(|(id, below)| (*below, *id))
             .map(|(id, below)| (id, below + 1))
@@ -516,14 +600,11 @@ impl<P: PeerId> TreeMesh<P> {
                 self.send(from, Message::ProbeReply { advert, peers });
             }
             Message::ProbeReply { advert, peers } => self.on_probe_reply(from, advert, peers),
-            Message::Attach {
-                from_seq,
-                reachable,
-                slots,
-            } => self.on_attach(from, from_seq, reachable, slots),
+            Message::Attach(request) => self.on_place(from, request, 0),
+            Message::Place { joiner, request, hops } => self.on_place(joiner, request, hops),
             Message::Displaced { try_instead } => self.on_displaced(from, try_instead),
             Message::Accepted { advert } => self.on_accepted(from, advert),
-            Message::Rejected { try_instead, .. } => self.on_rejected(from, try_instead),
+            Message::Rejected { .. } => self.on_rejected(),
             Message::Detach => self.on_detach(from),
             Message::Update { advert } => self.on_update(from, advert),
             Message::MeshJoin { advert } => self.on_mesh_join(from, advert),

@@ -345,6 +345,19 @@ impl<P: PeerId> TreeMesh<P> {
                         k.strikes = k.strikes.saturating_sub(1);
                     }
                 }
+                // The origin need not send it any more: its capacity is everyone's last resort.
+                if let Some(i) = self
+                    .origin
+                    .iter()
+                    .position(|f| f.seq == segment.seq && f.block == block)
+                {
+                    self.origin.swap_remove(i);
+                    if let Some(seg) = self.window.get_mut(segment.seq) {
+                        seg.from_origin &= !(1u128 << block);
+                        seg.hedged &= !(1u128 << block);
+                    }
+                    self.out.push_back(super::Output::CancelOrigin { segment, block });
+                }
             }
             BlockSource::Origin => self.end_origin_fetch(segment, block),
         }

@@ -27,6 +27,23 @@ impl SegmentInfo {
     }
 }
 
+/// What a peer asks of a parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// First segment to push.
+    pub from_seq: u64,
+    /// Blocks of segment `from_seq` not to push: the asker holds them or has them coming (a move between parents
+    /// mid-segment loses nothing and repeats nothing).
+    pub held: u128,
+    /// Whether the asker accepts inbound connections.
+    pub reachable: bool,
+    /// Child slots the asker offers when it is in the backbone (0 otherwise): it is placed where a backbone peer
+    /// belongs, taking a leaf's slot if need be (mTreebone's high-degree preemption).
+    pub slots: u32,
+    /// The deepest level the asker accepts (a peer moving up asks for a real gain or nothing).
+    pub max_depth: u8,
+}
+
 /// A peer's place in the stream's topology as it advertises it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advert<P> {
@@ -55,7 +72,19 @@ pub struct Advert<P> {
     /// connections and has a free slot or a leaf child it would move under the newcomer (mTreebone's preemption),
     /// so that peers that forward sit above peers that do not.
     pub backbone_room: Option<(P, u8)>,
+    /// Free slots for leaves in its subtree, itself included (at most [`MAX_FREE_ADVERTISED`]): a parent passes
+    /// joiners down to the children with room, counting them off, so that a burst of joiners spreads over the
+    /// tree instead of queueing at one free slot.
+    pub free: u8,
+    /// The nearest free slot of its subtree including peers that accept no inbound connection (a joiner that
+    /// accepts them can use those too), and how many such slots it has.
+    pub any_room: Option<(P, u8)>,
+    /// See `any_room`.
+    pub any_free: u8,
 }
+
+/// Free slots a subtree advertises at most (beyond, the count would only cause traffic).
+pub const MAX_FREE_ADVERTISED: u8 = 32;
 
 impl<P> Advert<P> {
     /// Hops from the root of its tree.
@@ -90,27 +119,28 @@ pub enum Message<P> {
         /// Some peers it knows, with whether they are reachable (peer exchange, as HyParView's shuffle).
         peers: Vec<(P, bool)>,
     },
-    /// Asks the peer to become our parent and push every block from `from_seq` on.
-    Attach {
-        /// First segment to push.
-        from_seq: u64,
-        /// Whether the asker accepts inbound connections (for the parent's peer exchange).
-        reachable: bool,
-        /// Child slots the asker offers when it is in the backbone (0 otherwise): a full parent makes room for a
-        /// backbone peer by moving a leaf child under it (mTreebone's high-degree preemption).
-        slots: u32,
+    /// Asks the peer to become our parent, or to find us one in its subtree.
+    Attach(AttachRequest),
+    /// An attach request passed down the tree on behalf of `joiner`: the receiver takes it as a child or passes it
+    /// on to the part of its subtree with room (push-down placement, as in SplitStream), and answers the joiner
+    /// directly.
+    Place {
+        /// Who asked.
+        joiner: P,
+        /// What it asked for.
+        request: AttachRequest,
+        /// Levels it has been passed down so far.
+        hops: u8,
     },
     /// Accepted as a child.
     Accepted {
         /// The parent's advert (its path makes the child's).
         advert: Advert<P>,
     },
-    /// Turned down as a child, with other parents to try.
+    /// No place was found (or the asker would close a loop).
     Rejected {
         /// Why.
         reason: Refusal,
-        /// Children of the peer with free slots.
-        try_instead: Vec<P>,
     },
     /// The sender stops being our parent or child.
     Detach,
@@ -174,17 +204,22 @@ impl<P> Message<P> {
     /// Approximate encoded size in bytes, for the control-overhead figure.
     pub fn wire_size(&self) -> usize {
         let advert = |a: &Advert<P>| {
-            16 + (a.path.len() + usize::from(a.room.is_some()) + usize::from(a.backbone_room.is_some())) * PEER_ID_BYTES
+            18 + (a.path.len()
+                + usize::from(a.room.is_some())
+                + usize::from(a.any_room.is_some())
+                + usize::from(a.backbone_room.is_some()))
+                * PEER_ID_BYTES
         };
         MESSAGE_OVERHEAD_BYTES
             + match self {
                 Self::Probe | Self::Detach | Self::MeshLeave => 0,
                 Self::ProbeReply { advert: a, peers } => advert(a) + peers.len() * (PEER_ID_BYTES + 1),
-                Self::Attach { .. } => 12,
+                Self::Attach(_) => 30,
+                Self::Place { .. } => 31 + PEER_ID_BYTES,
                 Self::Displaced { .. } => PEER_ID_BYTES,
                 Self::Accepted { advert: a } | Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
                 Self::MeshReply { advert: a, .. } => 1 + advert(a),
-                Self::Rejected { try_instead, .. } => 1 + try_instead.len() * PEER_ID_BYTES,
+                Self::Rejected { .. } => 1,
                 Self::Have { blocks, .. } | Self::Skip { blocks, .. } => {
                     12 + (128 - blocks.leading_zeros() as usize).div_ceil(8)
                 }

@@ -58,13 +58,16 @@ mod machine;
 mod mesh;
 mod message;
 mod peers;
+mod place;
 mod tree;
 mod upload;
 mod window;
 
 pub use config::{BACKGROUND_SHARE, Config, Policy, Role};
 pub use machine::{BlockSource, Counters, Input, Output, PeerId, TreeMesh, UploadKind};
-pub use message::{Advert, MESSAGE_OVERHEAD_BYTES, Message, PEER_ID_BYTES, Refusal, SegmentInfo};
+pub use message::{
+    Advert, AttachRequest, MAX_FREE_ADVERTISED, MESSAGE_OVERHEAD_BYTES, Message, PEER_ID_BYTES, Refusal, SegmentInfo,
+};
 pub use peers::MAX_KNOWN;
 pub use tree::MAX_DEPTH;
 pub use window::MAX_BLOCKS;

@@ -97,10 +97,6 @@ impl<P> Default for Peers<P> {
 }
 
 impl<P: Copy + Eq> Peers<P> {
-    pub(super) fn get(&self, id: P) -> Option<&Known<P>> {
-        self.list.iter().find(|k| k.id == id)
-    }
-
     pub(super) fn get_mut(&mut self, id: P) -> Option<&mut Known<P>> {
         self.list.iter_mut().find(|k| k.id == id)
     }

@@ -1,38 +1,22 @@
 //! The backbone tree: joining, choosing and replacing a parent, taking children, and pushing blocks down as they
 //! arrive (cut-through: a block goes on as soon as it is verified, never waiting for its segment).
 
-use std::collections::VecDeque;
-
 use super::config::Role;
-use super::machine::{Attempt, Child, Parent, PeerId, TreeMesh};
-use super::message::{Advert, Message, Refusal, SegmentInfo};
-use super::window::MAX_BLOCKS;
+use super::machine::{PeerId, TreeMesh};
+use super::message::{Advert, Message, SegmentInfo};
 
-/// What one hop down the tree is taken to cost when choosing a parent, in seconds (a block's time on a link plus
-/// its latency): a parent one level higher is worth that much more latency.
-const HOP_COST_S: f64 = 0.15;
-/// A parent is kept at least this long before a jump to a better place.
-const JUMP_AFTER_S: f64 = 20.0;
-/// Levels a jump must gain.
-const JUMP_GAIN: usize = 2;
 /// Longest path a tree may have: deeper is refused (a bound on adverts, and a backstop against a loop that forms
 /// in a race faster than the path checks can see it).
 pub const MAX_DEPTH: usize = 32;
-/// A full peer of the broadcaster's tree (asked for the way down) ranks after every free slot in it.
-const FULL_COST_S: f64 = 2.0;
-/// A parent cut off from the broadcaster ranks after both.
-const UNROOTED_COST_S: f64 = 6.0;
-/// Probe rounds start at most this often.
-const PROBE_INTERVAL_S: f64 = 1.0;
 /// Latency assumed for a peer not yet measured.
 pub(super) const UNMEASURED_LATENCY_S: f64 = 0.1;
 /// After a refusal or a timeout, a candidate parent is left alone this long.
-const RETRY_AFTER_S: f64 = 10.0;
+pub(super) const RETRY_AFTER_S: f64 = 10.0;
 /// Pushed segments rescued from the mesh this many times in a row make a parent one to replace.
 const STRIKES_TO_REPLACE: u8 = 2;
 
 impl<P: PeerId> TreeMesh<P> {
-    pub(super) fn on_join(&mut self, tail: Vec<crate::treemesh::SegmentInfo>, candidates: Vec<(P, bool)>) {
+    pub(super) fn on_join(&mut self, tail: Vec<SegmentInfo>, candidates: Vec<(P, bool)>, root: Option<P>) {
         self.joined = true;
         self.joined_at = self.now;
         for info in &tail {
@@ -50,7 +34,10 @@ impl<P: PeerId> TreeMesh<P> {
             self.player.start = Some(start);
             self.window.skip_below(start);
         }
+        self.root = root;
         self.on_candidates(candidates);
+        // The broadcaster places us in its tree while we probe: a place now, the best one later (a jump).
+        self.try_attach();
     }
 
     pub(super) fn on_candidates(&mut self, candidates: Vec<(P, bool)>) {
@@ -107,15 +94,6 @@ impl<P: PeerId> TreeMesh<P> {
                 self.peers.entry(id, reachable, now, pinned);
             }
         }
-        // A backbone peer may take a leaf's place: its room is the nearest of either kind.
-        let room = if self.backbone {
-            advert.backbone_room
-        } else {
-            advert.room
-        };
-        if let Some((id, below)) = room.filter(|(id, below)| *below > 0 && *id != self.me) {
-            self.learn_room(id, advert.depth() + usize::from(below), advert.rooted);
-        }
         self.pump_pulls();
         let waiting = self.peers.list.iter().any(|k| k.asked_at.is_some() && !k.mesh);
         if !waiting && self.probe_until.is_some() {
@@ -137,332 +115,25 @@ impl<P: PeerId> TreeMesh<P> {
         self.fill_mesh();
     }
 
-    /// The first segment a new parent should push: the one after everything already held or asked for, and never
-    /// one that existed when this peer joined.
-    fn push_from(&self) -> u64 {
-        let touched = self
+    /// Where a new parent should start pushing: the oldest segment not yet whole (at most one behind the newest
+    /// known), with the blocks of it already held or coming from elsewhere — so that a move between parents
+    /// mid-segment loses nothing and repeats nothing — and never a segment that existed when this peer joined.
+    pub(super) fn push_from(&self) -> (u64, u128) {
+        let floor = self.player.start.unwrap_or(0).max(self.pull_before);
+        let newest = self.window.iter().next_back().map(|s| s.info.seq);
+        let incomplete = self
             .window
             .iter()
-            .filter(|s| s.have | s.pulling | s.from_origin != 0)
-            .map(|s| s.info.seq + 1)
-            .max();
-        let start = self.player.start.unwrap_or(0);
-        touched.unwrap_or(start).max(start).max(self.pull_before)
-    }
-
-    /// Asks the best known candidate to be our parent: in the broadcaster's tree with a free slot (the fewest hops,
-    /// then the lowest latency); failing that, the shallowest full peer of that tree, which makes room for a
-    /// backbone peer or names children to try (a descent of one round trip per level); failing that, a fragment
-    /// cut off from the broadcaster that has room.
-    pub(super) fn try_attach(&mut self) {
-        if self.cfg.role != Role::Viewer || self.attempt.is_some() {
-            return;
+            .find(|s| s.info.seq >= floor && !s.is_complete())
+            .map(|s| s.info.seq);
+        let from = match (incomplete, newest) {
+            (Some(s), Some(n)) => s.max(n.saturating_sub(1)),
+            (None, Some(n)) => n + 1,
+            (_, None) => floor,
         }
-        let current = self.parent.map(|p| p.id);
-        let best = self
-            .peers
-            .list
-            .iter()
-            .filter(|k| {
-                k.backbone
-                    && k.depth.is_some()
-                    && (self.has_room(k) || k.rooted)
-                    && k.not_before <= self.now
-                    && Some(k.id) != current
-                    && !self.children.iter().any(|c| c.id == k.id)
-                    && self.can_link(k.reachable)
-            })
-            .map(|k| {
-                let class = match (k.rooted, self.has_room(k)) {
-                    (true, true) => 0.0,
-                    (true, false) => FULL_COST_S,
-                    (false, _) => UNROOTED_COST_S,
-                };
-                let score = class
-                    + f64::from(k.depth.unwrap_or(u8::MAX)) * HOP_COST_S
-                    + k.latency.unwrap_or(UNMEASURED_LATENCY_S)
-                    + f64::from(k.strikes) * HOP_COST_S;
-                (score, k.id)
-            })
-            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let unprobed: Vec<(P, bool)> = self
-            .peers
-            .list
-            .iter()
-            .filter(|k| k.depth.is_none() && k.asked_at.is_none() && self.can_link(k.reachable))
-            .map(|k| (k.id, k.reachable))
-            .collect();
-        match best {
-            Some((_, id)) => self.attach_to(id),
-            // Peers heard of through peer exchange but not yet asked: probe them before going to discovery.
-            None if !unprobed.is_empty()
-                && self.probe_until.is_none()
-                && self.now - self.last_probe >= PROBE_INTERVAL_S =>
-            {
-                self.probe(unprobed)
-            }
-            None if !self.finding
-                && self.probe_until.is_none()
-                && self.now - self.last_find >= self.cfg.find_interval_s =>
-            {
-                self.finding = true;
-                self.last_find = self.now;
-                self.out.push_back(super::Output::FindPeers);
-            }
-            None => {}
-        }
-    }
-
-    /// Whether a known peer has a place for this peer: a free slot, or — for a backbone peer — a leaf child it
-    /// would move under us.
-    fn has_room(&self, k: &super::peers::Known<P>) -> bool {
-        k.spare > 0 || (self.backbone && k.leaves > 0)
-    }
-
-    fn attach_to(&mut self, id: P) {
-        let from_seq = self.push_from();
-        self.attempt = Some(Attempt {
-            id,
-            from_seq,
-            deadline: self.now + self.cfg.attach_timeout_s,
-        });
-        let reachable = self.cfg.reachable;
-        let slots = if self.backbone { self.cfg.child_slots() } else { 0 };
-        self.send(
-            id,
-            Message::Attach {
-                from_seq,
-                reachable,
-                slots,
-            },
-        );
-    }
-
-    /// mTreebone's low-delay jump: move to a free slot nearer the broadcaster when one is known (or into the
-    /// broadcaster's tree at all, from a fragment cut off from it). A backbone peer may also take a leaf's place.
-    pub(super) fn consider_jump(&mut self) {
-        let Some(parent) = self.parent else {
-            return;
-        };
-        // Every move re-paths the whole subtree: move seldom, and only for a real gain. A backbone peer with no
-        // children yet (just promoted) has nothing to disturb: it moves up at once.
-        let settled = self.now - parent.since >= JUMP_AFTER_S || (self.backbone && self.children.is_empty());
-        if self.attempt.is_some() || !settled {
-            return;
-        }
-        let (rooted, depth) = (self.rooted, self.path.len());
-        let better = self
-            .peers
-            .list
-            .iter()
-            .filter(|k| {
-                k.backbone
-                    && k.rooted
-                    && k.id != parent.id
-                    && k.not_before <= self.now
-                    && self.can_link(k.reachable)
-                    && (k.spare > 0 || (self.backbone && k.leaves > 0))
-                    && k.depth.is_some_and(|d| !rooted || usize::from(d) + JUMP_GAIN < depth)
-            })
-            .min_by_key(|k| (k.depth, k.id))
-            .map(|k| k.id);
-        if let Some(id) = better {
-            self.attach_to(id);
-        }
-    }
-
-    pub(super) fn on_attach(&mut self, from: P, from_seq: u64, reachable: bool, slots: u32) {
-        if let Some(child) = self.children.iter_mut().find(|c| c.id == from) {
-            child.from_seq = from_seq;
-            let advert = self.advert();
-            self.send(from, Message::Accepted { advert });
-            return;
-        }
-        let refusal = if !self.takes_children() {
-            Some(Refusal::NotBackbone)
-        } else if self.path.contains(&from) || self.path.len() + 1 >= MAX_DEPTH {
-            Some(Refusal::Loop)
-        } else if self.spare_slots() == 0 && !self.make_room_for(from, slots) {
-            Some(Refusal::Busy)
-        } else {
-            None
-        };
-        if let Some(reason) = refusal {
-            // Point the asker down the tree: first the free slots nearest below (it attaches there in one step),
-            // then backbone children, those with room first, in random order among equals so that joiners spread
-            // out.
-            use rand::seq::SliceRandom;
-            let mut rooms: Vec<(u8, P)> = self
-                .children
-                .iter()
-                .filter_map(|c| if slots > 0 { c.backbone_room } else { c.room })
-                .filter(|(id, _)| *id != from)
-                .map(|(id, below)| (below, id))
-                .collect();
-            rooms.sort_unstable();
-            rooms.dedup_by_key(|(_, id)| *id);
-            let mut children: Vec<(bool, P)> = self
-                .children
-                .iter()
-                .filter(|c| c.backbone && c.id != from && (reachable || c.reachable))
-                .map(|c| (c.spare == 0, c.id))
-                .collect();
-            children.shuffle(&mut self.rng);
-            children.sort_by_key(|(full, _)| *full);
-            let mut try_instead: Vec<P> = rooms.into_iter().take(2).map(|(_, id)| id).collect();
-            for (_, id) in children {
-                if try_instead.len() >= 3 {
-                    break;
-                }
-                if !try_instead.contains(&id) {
-                    try_instead.push(id);
-                }
-            }
-            self.send(from, Message::Rejected { reason, try_instead });
-            return;
-        }
-        let mut child = Child {
-            id: from,
-            from_seq,
-            queue: VecDeque::new(),
-            in_flight: false,
-            spare: 0,
-            backbone: false,
-            reachable,
-            room: None,
-            backbone_room: None,
-            skips: VecDeque::new(),
-        };
-        for seg in self.window.iter().filter(|s| s.info.seq >= from_seq) {
-            for b in 0..seg.blocks.min(MAX_BLOCKS) {
-                if seg.have & (1u128 << b) != 0 {
-                    child.queue.push_back((seg.info, b));
-                }
-            }
-        }
-        self.children.push(child);
-        let advert = self.advert();
-        self.send(from, Message::Accepted { advert });
-        self.pump_uploads();
-        self.advertise_changes();
-    }
-
-    pub(super) fn on_accepted(&mut self, from: P, advert: Advert<P>) {
-        let Some(attempt) = self.attempt.filter(|a| a.id == from) else {
-            // A late answer to an attempt given up: release the slot.
-            if self.parent.is_none_or(|p| p.id != from) {
-                self.send(from, Message::Detach);
-            }
-            return;
-        };
-        self.attempt = None;
-        let now = self.now;
-        if let Some(k) = self.peers.get_mut(from) {
-            k.apply(&advert, now);
-        }
-        if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
-            // Our own descendant (a loop), or too deep. Leave and look elsewhere.
-            self.send(from, Message::Detach);
-            self.avoid(from);
-            return;
-        }
-        if let Some(old) = self.parent.take() {
-            self.send(old.id, Message::Detach);
-        }
-        self.parent = Some(Parent {
-            id: from,
-            from_seq: attempt.from_seq,
-            strikes: 0,
-            since: self.now,
-            last_block_at: self.now,
-            last_block_seq: attempt.from_seq,
-            gap_s: f64::from(self.cfg.block_size) / (self.cfg.child_rate_x * self.cfg.bitrate),
-        });
-        self.counters.parent_changes += 1;
-        let mut path = advert.path;
-        path.push(from);
-        self.set_path(path, advert.rooted);
-        // The new parent learns our free slots (and those below us) at once.
-        self.advertised_room = (self.room(), self.backbone_room());
-        let advert = self.advert();
-        self.send(from, Message::Update { advert });
-    }
-
-    /// mTreebone's high-degree preemption: a full parent asked by a backbone peer moves one of its leaf children
-    /// under that peer, which then has room for it. Returns whether a slot was freed.
-    fn make_room_for(&mut self, asker: P, slots: u32) -> bool {
-        if slots < self.cfg.backbone_min_slots {
-            return false;
-        }
-        let Some(i) = self.children.iter().rposition(|c| !c.backbone && c.id != asker) else {
-            return false;
-        };
-        let leaf = self.children.remove(i);
-        self.send(leaf.id, Message::Displaced { try_instead: asker });
-        true
-    }
-
-    pub(super) fn on_displaced(&mut self, from: P, try_instead: P) {
-        if self.parent.is_none_or(|p| p.id != from) {
-            return;
-        }
-        let depth = Some(self.path.len().min(255) as u8);
-        let rooted = self.rooted;
-        let now = self.now;
-        let pinned = self.pinned_fn();
-        if let Some(k) = self.peers.entry(try_instead, true, now, pinned) {
-            k.backbone = true;
-            k.spare = k.spare.max(1);
-            k.depth = depth;
-            k.rooted = rooted;
-            k.not_before = 0.0;
-        }
-        self.parent = None;
-        self.set_path(Vec::new(), false);
-        if self.attempt.is_none() {
-            self.attach_to(try_instead);
-        }
-    }
-
-    pub(super) fn on_rejected(&mut self, from: P, try_instead: Vec<P>) {
-        let parent_depth = self.peers.get(from).and_then(|k| k.depth);
-        let parent_rooted = self.peers.get(from).is_some_and(|k| k.rooted);
-        if self.attempt.is_some_and(|a| a.id == from) {
-            self.attempt = None;
-        }
-        self.avoid(from);
-        let now = self.now;
-        for id in try_instead {
-            if id == self.me {
-                continue;
-            }
-            let pinned = self.pinned_fn();
-            if let Some(k) = self.peers.entry(id, true, now, pinned) {
-                // A backbone child of the rejecting peer, one level below it: worth asking.
-                k.backbone = true;
-                k.spare = k.spare.max(1);
-                k.depth = parent_depth.map(|d| d.saturating_add(1));
-                k.rooted = parent_rooted;
-                k.not_before = 0.0;
-            }
-        }
-        if self.parent.is_none() {
-            self.try_attach();
-        }
-    }
-
-    /// A peer said to have a free slot at `depth` of a tree (rooted or not): a parent candidate.
-    fn learn_room(&mut self, id: P, depth: usize, rooted: bool) {
-        let now = self.now;
-        let pinned = self.pinned_fn();
-        if let Some(k) = self.peers.entry(id, true, now, pinned)
-            && k.not_before <= now
-        {
-            k.backbone = true;
-            k.spare = k.spare.max(1);
-            k.depth = Some(depth.min(255) as u8);
-            k.rooted = rooted;
-        }
+        .max(floor);
+        let held = self.window.get(from).map_or(0, |s| s.have | s.pulling | s.from_origin);
+        (from, held)
     }
 
     /// Leaves `id` alone as a parent candidate for a while.
@@ -493,7 +164,11 @@ impl<P: PeerId> TreeMesh<P> {
             c.backbone = advert.backbone;
             c.reachable = advert.reachable;
             c.room = advert.room;
+            c.any_room = advert.any_room;
+            c.any_free = advert.any_free;
             c.backbone_room = advert.backbone_room;
+            c.free = advert.free;
+            c.routed = 0;
             self.advertise_changes();
         }
         if self.parent.is_some_and(|p| p.id == from) {
@@ -523,29 +198,19 @@ impl<P: PeerId> TreeMesh<P> {
                 k.rooted = false;
             }
         }
-        if let Some((id, depth, rooted)) = grandparent {
-            let now = self.now;
-            let pinned = self.pinned_fn();
-            if let Some(k) = self.peers.entry(id, true, now, pinned) {
-                k.backbone = true;
-                k.spare = k.spare.max(1);
-                k.depth = Some(depth.min(255) as u8);
-                k.rooted = rooted;
-                k.not_before = 0.0;
-            }
-        }
+        self.entry = grandparent.filter(|(_, _, rooted)| *rooted).map(|(id, ..)| id);
         self.try_attach();
         self.pump_pulls();
     }
 
     /// A new path from the root: tell the children (and through them their subtrees).
-    fn set_path(&mut self, path: Vec<P>, rooted: bool) {
+    pub(super) fn set_path(&mut self, path: Vec<P>, rooted: bool) {
         if path == self.path && rooted == self.rooted {
             return;
         }
         self.path = path;
         self.rooted = rooted;
-        if !self.takes_children() && !self.children.is_empty() {
+        if !self.takes_leaves() && !self.children.is_empty() {
             // Pushed too deep: let the children find places nearer the top.
             for child in std::mem::take(&mut self.children) {
                 self.send(child.id, Message::Detach);
@@ -559,14 +224,32 @@ impl<P: PeerId> TreeMesh<P> {
         self.advertise_changes();
     }
 
-    /// Whether this peer may have children where it is now: in the backbone and not too deep.
+    /// Whether this peer may have children of any kind where it is now: in the backbone and not too deep.
     pub(super) fn takes_children(&self) -> bool {
-        self.backbone && (self.cfg.role == Role::Broadcaster || self.path.len() < self.cfg.max_backbone_depth)
+        self.backbone && self.not_too_deep()
+    }
+
+    /// Whether this peer may have leaf children: in the backbone, or with the capacity for it but not yet proven
+    /// stable. Leaves have no subtree, so a young parent that leaves costs them one re-attach, never a subtree: the
+    /// tree gains the young peer's slots at once, which a burst of joiners needs, and keeps mTreebone's rule that
+    /// only stable peers carry subtrees.
+    pub(super) fn takes_leaves(&self) -> bool {
+        (self.backbone || self.capable()) && self.not_too_deep()
+    }
+
+    fn not_too_deep(&self) -> bool {
+        self.cfg.role == Role::Broadcaster || self.path.len() < self.cfg.max_backbone_depth
+    }
+
+    /// Whether capacity and policy would make this peer a backbone peer, age aside.
+    pub(super) fn capable(&self) -> bool {
+        let p = &self.cfg.policy;
+        self.cfg.child_slots() >= self.cfg.backbone_min_slots && !p.metered && !p.background && self.ratio_allows()
     }
 
     /// Free child slots.
     pub(super) fn spare_slots(&self) -> u32 {
-        if !self.takes_children() {
+        if !self.takes_leaves() {
             return 0;
         }
         self.cfg.child_slots().saturating_sub(self.children.len() as u32)
@@ -575,15 +258,15 @@ impl<P: PeerId> TreeMesh<P> {
     /// Backbone membership follows age, capacity and policy; children beyond what the budget pays for are let go.
     pub(super) fn check_role(&mut self) {
         if self.cfg.role == Role::Viewer {
-            let p = &self.cfg.policy;
-            let eligible = self.now - self.joined_at >= self.cfg.stable_after_s
-                && self.cfg.child_slots() >= self.cfg.backbone_min_slots
-                && !p.metered
-                && !p.background
-                && self.ratio_allows();
-            self.backbone = eligible;
+            let was = self.backbone;
+            self.backbone = self.now - self.joined_at >= self.cfg.stable_after_s && self.capable();
+            if self.backbone && !was {
+                // Promoted: move up to where a backbone peer belongs, leaves and all.
+                self.last_jump = f64::NEG_INFINITY;
+                self.consider_jump();
+            }
         }
-        let keep = if self.takes_children() {
+        let keep = if self.takes_leaves() {
             self.cfg.child_slots() as usize
         } else {
             0
@@ -600,7 +283,7 @@ impl<P: PeerId> TreeMesh<P> {
     /// current all the way up.
     pub(super) fn advertise_changes(&mut self) {
         let state = (self.backbone, self.spare_slots() > 0, self.rooted);
-        let room = (self.room(), self.backbone_room());
+        let room = self.rooms();
         let (changed, room_changed) = (state != self.advertised, room != self.advertised_room);
         if !changed && !room_changed {
             return;

@@ -77,6 +77,7 @@ fn run_scenario() -> Result<()> {
                 t += 5.0;
                 if t % every == 0.0 {
                     eprintln!("t={t}: {}", sim.strategy().topology());
+                    eprintln!("  deep: {}", sim.strategy().deep_path(sim.viewers()));
                 }
             }
             sim.report()

@@ -46,6 +46,8 @@ fn gossip_hops(n: usize) -> f64 {
     ((n.max(2) as f64).ln() / 7f64.ln()).ceil().max(1.0)
 }
 
+/// Tags above this are origin fetches'.
+const ORIGIN_TAGS: u64 = 1 << 62;
 /// Framing and CID sent with each block, counted as control bytes.
 const BLOCK_HEADER_BYTES: usize = 48;
 /// An HTTP range request for one block, counted as control bytes.
@@ -77,6 +79,11 @@ pub struct TreeMeshSim {
     present: Vec<u32>,
     position: Vec<usize>,
     messages: Slab<InFlight>,
+    /// Origin fetches in progress, by (viewer, segment, block): their transfer tags, for calling them off.
+    origin_tags: std::collections::HashMap<(u32, u64, u16), u64>,
+    /// Origin fetches in progress by tag, and the last tag given.
+    origin_fetches: std::collections::HashMap<u64, Transfer>,
+    next_origin_tag: u64,
     transfers: Slab<Transfer>,
     config: Box<dyn Fn(&mut Config)>,
     debug: bool,
@@ -101,6 +108,9 @@ impl TreeMeshSim {
             present: Vec::new(),
             position: Vec::new(),
             messages: Slab::default(),
+            origin_tags: std::collections::HashMap::new(),
+            origin_fetches: std::collections::HashMap::new(),
+            next_origin_tag: ORIGIN_TAGS,
             transfers: Slab::default(),
             config: Box::new(tune),
             debug: std::env::var_os("SIM_DEBUG").is_some(),
@@ -244,24 +254,43 @@ impl TreeMeshSim {
             Output::FetchOrigin { segment, block } => {
                 if self.debug {
                     let first = core.viewers[peer as usize].first_seq.unwrap_or(0);
-                    let k = match segment.seq.saturating_sub(first) {
-                        0 => "origin-first",
-                        1 => "origin-second",
-                        _ => "origin-later",
+                    let m = self.viewers[peer as usize].as_ref().expect("fetching");
+                    let pushed = m.debug_segment(segment.seq).is_some_and(|s| s.1);
+                    let k = match (segment.seq.saturating_sub(first), pushed) {
+                        (0, _) => "origin-first",
+                        (1, _) => "origin-second",
+                        (_, true) => "origin-later-pushed",
+                        (_, false) => "origin-later-pulled",
                     };
                     MSG_COUNTS.with(|c| *c.borrow_mut().entry(k.to_owned()).or_insert(0u64) += 1);
                 }
                 core.bytes.control += RANGE_REQUEST_BYTES as f64;
                 let bytes = u64::from(segment.block_bytes(block, core.scenario.block_size()));
-                let tag = self.transfers.insert(Transfer {
+                // Origin fetches get tags of their own, never reused: one may be called off while its request is
+                // still on the way, and a reused tag would then name another transfer.
+                self.next_origin_tag += 1;
+                let tag = self.next_origin_tag;
+                let transfer = Transfer {
                     from: None,
                     to: peer,
                     segment,
                     block,
                     kind: None,
-                });
+                };
+                self.origin_fetches.insert(tag, transfer);
+                if let Some(old) = self.origin_tags.insert((peer, segment.seq, block), tag) {
+                    // Asked again (a failure in between): the older fetch is moot.
+                    self.origin_fetches.remove(&old);
+                    core.cancel_request(old);
+                }
                 let origin = core.origin;
                 core.request(origin, src, bytes, tag);
+            }
+            Output::CancelOrigin { segment, block } => {
+                if let Some(tag) = self.origin_tags.remove(&(peer, segment.seq, block)) {
+                    self.origin_fetches.remove(&tag);
+                    core.cancel_request(tag);
+                }
             }
             Output::FindPeers => {
                 let tag = self.messages.insert(InFlight::Discovery { to: peer });
@@ -296,6 +325,51 @@ impl TreeMeshSim {
 }
 
 impl TreeMeshSim {
+    /// Debugging: the ancestry of one deep viewer: (id, backbone, children, backbone children, joined).
+    pub fn deep_path(&self, core_viewers: &[crate::sim::Viewer]) -> String {
+        let Some((mut id, _)) = self
+            .viewers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.as_ref().map(|m| (i as u32, m)))
+            .find(|(_, m)| m.parent().is_some() && !m.is_rooted() && !m.attaching())
+        else {
+            return String::new();
+        };
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(m) = self.viewers.get(id as usize).and_then(|m| m.as_ref()) {
+            if !seen.insert(id) {
+                out.push("LOOP".into());
+                break;
+            }
+            let bb = m
+                .children()
+                .filter(|c| {
+                    self.viewers
+                        .get(*c as usize)
+                        .and_then(|c| c.as_ref())
+                        .is_some_and(|c| c.is_backbone())
+                })
+                .count();
+            out.push(format!(
+                "{id}:{}{}/{}x{:.1}@{:.0}{}{}",
+                if m.is_backbone() { "B" } else { "L" },
+                m.children().count(),
+                bb,
+                core_viewers[id as usize].upload_x,
+                core_viewers[id as usize].joined,
+                if m.is_rooted() { "R" } else { "U" },
+                if m.attaching() { "a" } else { "" }
+            ));
+            match m.parent() {
+                Some(p) if p != BROADCASTER => id = p,
+                _ => break,
+            }
+        }
+        out.join(" <- ")
+    }
+
     /// A line about the topology now: viewers with a parent, backbone size, depths.
     pub fn topology(&self) -> String {
         let live: Vec<&TreeMesh<u32>> = self.viewers.iter().flatten().collect();
@@ -374,7 +448,16 @@ impl Strategy for TreeMeshSim {
                 .collect(),
             None => Vec::new(),
         };
-        self.feed(core, id, Input::Join { tail, candidates });
+        let broadcaster = Some(BROADCASTER);
+        self.feed(
+            core,
+            id,
+            Input::Join {
+                tail,
+                candidates,
+                broadcaster,
+            },
+        );
     }
 
     fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>) {
@@ -389,7 +472,12 @@ impl Strategy for TreeMeshSim {
         }
         // Uploads to the leaver fail at their senders now; what the leaver was sending its peers notice with
         // the rest below.
+        self.origin_tags.retain(|(to, ..), _| *to != id);
         for tag in cancelled {
+            if tag > ORIGIN_TAGS {
+                self.origin_fetches.remove(&tag);
+                continue;
+            }
             if let Some(t) = self.transfers.take(tag)
                 && let (Some(from), Some(kind)) = (t.from, t.kind)
                 && from != id
@@ -423,7 +511,12 @@ impl Strategy for TreeMeshSim {
     }
 
     fn on_flow_finished(&mut self, core: &mut Core, finished: Finished) {
-        let Some(t) = self.transfers.take(finished.tag) else {
+        let t = if finished.tag > ORIGIN_TAGS {
+            self.origin_fetches.remove(&finished.tag)
+        } else {
+            self.transfers.take(finished.tag)
+        };
+        let Some(t) = t else {
             return;
         };
         let blocks = 1u128 << t.block;
@@ -442,6 +535,7 @@ impl Strategy for TreeMeshSim {
                 core.deliver(finished.src, t.to as usize, t.segment.seq, blocks, source, tag);
             }
             _ => {
+                self.origin_tags.remove(&(t.to, t.segment.seq, t.block));
                 let tag = self.transfers.insert(t);
                 core.deliver(finished.src, t.to as usize, t.segment.seq, blocks, Source::Origin, tag);
             }

@@ -1,0 +1,299 @@
+//! Placement: finding a peer its parent. An attach request goes to one entry peer — the broadcaster for a joiner,
+//! the grandparent for an orphan, the peer that took its slot for a displaced leaf — and is passed down the tree
+//! until a peer with room takes it (push-down placement, as in SplitStream, Castro et al., SOSP 2003). Every peer
+//! knows, from its children's adverts, the nearest free slot in each child's subtree, how many free slots the
+//! subtree has, and the nearest place for a backbone peer; it passes a request to the child whose room is
+//! shallowest and counts the slot off, so a burst of joiners spreads over the free slots instead of racing for one.
+//! The peer that takes the request answers the joiner directly.
+//!
+//! A backbone peer (or one that will be: it has the capacity and is proving itself) is placed where forwarders
+//! belong: at the shallowest peer with a free slot or a leaf child, which moves the leaf under the newcomer
+//! (mTreebone's high-degree preemption). Peers move up the same way: a request with a depth limit, which finds a
+//! better place or none (mTreebone's low-delay jump).
+
+use std::collections::VecDeque;
+
+use super::config::Role;
+use super::machine::{Attempt, Child, Parent, PeerId, TreeMesh};
+use super::message::{Advert, AttachRequest, MAX_FREE_ADVERTISED, Message, Refusal};
+use super::tree::MAX_DEPTH;
+use super::window::MAX_BLOCKS;
+
+/// After a request found no place, the next waits this long (meanwhile the mesh and the origin carry the stream).
+const RETRY_ATTACH_S: f64 = 0.5;
+/// A backbone peer tries to move up at most this often.
+const JUMP_AFTER_S: f64 = 20.0;
+/// Levels a move up must gain.
+const JUMP_GAIN: usize = 2;
+
+impl<P: PeerId> TreeMesh<P> {
+    /// Asks for a place in the tree: through the grandparent after losing the parent (its freed slot, or room near
+    /// it), else through the broadcaster; with neither known, through discovery.
+    pub(super) fn try_attach(&mut self) {
+        if self.cfg.role != Role::Viewer || self.attempt.is_some() || self.parent.is_some() {
+            return;
+        }
+        if self.now < self.retry_attach_at {
+            return;
+        }
+        let entry = self.entry.take().or(self.root);
+        match entry {
+            Some(id) => self.attach_to(id, MAX_DEPTH as u8),
+            None if !self.finding && self.now - self.last_find >= self.cfg.find_interval_s => {
+                self.finding = true;
+                self.last_find = self.now;
+                self.out.push_back(super::Output::FindPeers);
+            }
+            None => {}
+        }
+    }
+
+    /// Sends an attach request to `id`, accepting a place no deeper than `max_depth`.
+    pub(super) fn attach_to(&mut self, id: P, max_depth: u8) {
+        let (from_seq, held) = self.push_from();
+        self.attempt = Some(Attempt {
+            id,
+            from_seq,
+            deadline: self.now + self.cfg.attach_timeout_s,
+        });
+        let request = AttachRequest {
+            from_seq,
+            held,
+            reachable: self.cfg.reachable,
+            // Until proven stable a peer is placed as a leaf (young peers with capacity take leaves of their own).
+            slots: if self.backbone { self.cfg.child_slots() } else { 0 },
+            max_depth,
+        };
+        self.send(id, Message::Attach(request));
+    }
+
+    /// mTreebone's low-delay jump: a backbone peer asks the broadcaster for a place at least [`JUMP_GAIN`] levels
+    /// higher, taking its subtree along; it is answered with such a place or with nothing.
+    pub(super) fn consider_jump(&mut self) {
+        if self.parent.is_none() || self.attempt.is_some() || !self.backbone || !self.rooted {
+            return;
+        }
+        // Every move re-paths the whole subtree: move seldom, and only for a real gain.
+        if self.now - self.last_jump < JUMP_AFTER_S {
+            return;
+        }
+        let depth = self.path.len();
+        let Some(root) = self.root.filter(|_| depth > JUMP_GAIN + 1) else {
+            return;
+        };
+        self.last_jump = self.now;
+        self.attach_to(root, (depth - JUMP_GAIN) as u8);
+    }
+
+    /// An attach request from `joiner`, received directly (`hops` 0) or passed down by the parent.
+    pub(super) fn on_place(&mut self, joiner: P, request: AttachRequest, hops: u8) {
+        if let Some(child) = self.children.iter_mut().find(|c| c.id == joiner) {
+            child.from_seq = request.from_seq;
+            let advert = self.advert();
+            self.send(joiner, Message::Accepted { advert });
+            return;
+        }
+        if joiner == self.me || self.path.contains(&joiner) {
+            // The joiner is above us: taking it would close a loop.
+            self.send(joiner, Message::Rejected { reason: Refusal::Loop });
+            return;
+        }
+        // A peer cut off from the broadcaster takes no newcomers until it is back: a place below it would be cut off
+        // too.
+        let rooted = self.rooted || self.cfg.role == Role::Broadcaster;
+        let depth_ok = rooted && self.path.len() < usize::from(request.max_depth);
+        let backbone = request.slots >= self.cfg.backbone_min_slots;
+        let may = if backbone {
+            self.takes_children()
+        } else {
+            self.takes_leaves()
+        };
+        if may && depth_ok && self.can_link(request.reachable) {
+            if self.spare_slots() > 0 || (backbone && self.make_room_for(joiner)) {
+                self.accept(joiner, request);
+                return;
+            }
+        }
+        if usize::from(hops) < MAX_DEPTH
+            && let Some(child) = self.route(joiner, &request, backbone)
+        {
+            self.send(
+                child,
+                Message::Place {
+                    joiner,
+                    request,
+                    hops: hops + 1,
+                },
+            );
+            return;
+        }
+        if std::env::var_os("PLACE_DEBUG").is_some() && (self.cfg.role == Role::Broadcaster || request.slots > 0) {
+            eprintln!(
+                "{:.2} {:?} (depth {}, backbone {}, spare {}) rejects {joiner:?} {request:?} hops {hops}: children {:?}",
+                self.now,
+                self.me,
+                self.path.len(),
+                self.backbone,
+                self.spare_slots(),
+                self.children
+                    .iter()
+                    .map(|c| (c.id, c.backbone, c.any_room, c.any_free, c.routed, c.backbone_room))
+                    .collect::<Vec<_>>()
+            );
+        }
+        self.send(joiner, Message::Rejected { reason: Refusal::Busy });
+    }
+
+    /// The child to pass a request down to: the one whose room (for a leaf) or backbone place is shallowest and
+    /// within the request's depth, fewest requests sent its way lately first. The leaf slots passed down are
+    /// counted off until the child advertises again.
+    fn route(&mut self, joiner: P, request: &AttachRequest, backbone: bool) -> Option<P> {
+        let base = self.path.len() + 1;
+        let max_depth = usize::from(request.max_depth);
+        let pick = self
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.id != joiner)
+            .filter_map(|(i, c)| {
+                // Leaf slots passed down since the child last advertised are counted off its count (a count at the
+                // cap stands for more than can be counted off).
+                let (room, free) = if request.reachable {
+                    (c.any_room, c.any_free)
+                } else {
+                    (c.room, c.free)
+                };
+                let has_free = free >= MAX_FREE_ADVERTISED || c.routed < free;
+                let room = if backbone {
+                    c.backbone_room
+                } else {
+                    room.filter(|_| has_free)
+                };
+                let (_, below) = room?;
+                // The joiner hangs one level below the room: depth base + below + 1.
+                let depth = base + usize::from(below) + 1;
+                (depth <= max_depth).then_some((depth, c.routed, std::cmp::Reverse(free.saturating_sub(c.routed)), i))
+            })
+            .min();
+        let (_, _, _, i) = pick?;
+        let child = &mut self.children[i];
+        child.routed = child.routed.saturating_add(1);
+        Some(child.id)
+    }
+
+    /// Takes `joiner` as a child and starts pushing to it.
+    fn accept(&mut self, joiner: P, request: AttachRequest) {
+        let mut child = Child {
+            id: joiner,
+            from_seq: request.from_seq,
+            queue: VecDeque::new(),
+            in_flight: false,
+            spare: 0,
+            // What the request says until the child's own advert: a backbone newcomer must not be displaced as if
+            // it were a leaf.
+            backbone: request.slots >= self.cfg.backbone_min_slots,
+            reachable: request.reachable,
+            room: None,
+            backbone_room: None,
+            free: 0,
+            any_room: None,
+            any_free: 0,
+            routed: 0,
+            skips: VecDeque::new(),
+        };
+        child.skips.push_back((request.from_seq, request.held));
+        for seg in self.window.iter().filter(|s| s.info.seq >= request.from_seq) {
+            let skip = if seg.info.seq == request.from_seq {
+                request.held
+            } else {
+                0
+            };
+            for b in 0..seg.blocks.min(MAX_BLOCKS) {
+                if seg.have & !skip & (1u128 << b) != 0 {
+                    child.queue.push_back((seg.info, b));
+                }
+            }
+        }
+        self.children.push(child);
+        let advert = self.advert();
+        self.send(joiner, Message::Accepted { advert });
+        self.pump_uploads();
+        self.advertise_changes();
+    }
+
+    /// mTreebone's high-degree preemption: a full parent asked by a backbone peer moves one of its leaf children
+    /// under that peer, which then has room for it. Returns whether a slot was freed.
+    fn make_room_for(&mut self, asker: P) -> bool {
+        let Some(i) = self.children.iter().rposition(|c| !c.backbone && c.id != asker) else {
+            return false;
+        };
+        let leaf = self.children.remove(i);
+        self.send(leaf.id, Message::Displaced { try_instead: asker });
+        true
+    }
+
+    /// A place was found: `from` is the new parent. An answer to an attempt given up is taken if no parent came
+    /// meanwhile, and released otherwise.
+    pub(super) fn on_accepted(&mut self, from: P, advert: Advert<P>) {
+        let from_seq = match self.attempt.take() {
+            Some(attempt) => attempt.from_seq,
+            None if self.parent.is_none() => self.push_from().0,
+            None => {
+                if self.parent.is_none_or(|p| p.id != from) {
+                    self.send(from, Message::Detach);
+                }
+                return;
+            }
+        };
+        let now = self.now;
+        if let Some(k) = self.peers.get_mut(from) {
+            k.apply(&advert, now);
+        }
+        if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
+            // Our own descendant (a loop), or too deep. Leave and look elsewhere.
+            self.send(from, Message::Detach);
+            self.retry_attach_at = now + RETRY_ATTACH_S;
+            return;
+        }
+        if let Some(old) = self.parent.take()
+            && old.id != from
+        {
+            self.send(old.id, Message::Detach);
+        }
+        self.parent = Some(Parent {
+            id: from,
+            from_seq,
+            strikes: 0,
+            last_block_at: now,
+            last_block_seq: from_seq,
+            gap_s: f64::from(self.cfg.block_size) / (self.cfg.child_rate_x * self.cfg.bitrate),
+        });
+        self.counters.parent_changes += 1;
+        let mut path = advert.path;
+        path.push(from);
+        self.set_path(path, advert.rooted);
+        // The new parent learns our free slots (and those below us) at once.
+        self.advertised_room = self.rooms();
+        let advert = self.advert();
+        self.send(from, Message::Update { advert });
+    }
+
+    /// No place: try again shortly (a move up just stays where it is).
+    pub(super) fn on_rejected(&mut self) {
+        if self.attempt.take().is_some() && self.parent.is_none() {
+            self.retry_attach_at = self.now + RETRY_ATTACH_S;
+        }
+    }
+
+    /// The parent gave our slot to a backbone peer, which has room for us.
+    pub(super) fn on_displaced(&mut self, from: P, try_instead: P) {
+        if self.parent.is_none_or(|p| p.id != from) {
+            return;
+        }
+        self.parent = None;
+        self.set_path(Vec::new(), false);
+        if self.attempt.is_none() {
+            self.attach_to(try_instead, MAX_DEPTH as u8);
+        }
+    }
+}
