@@ -108,11 +108,13 @@ impl<P: PeerId> TreeMesh<P> {
         } else {
             self.takes_leaves()
         };
-        if may && depth_ok && self.can_link(request.reachable) {
-            if self.spare_slots() > 0 || (backbone && self.make_room_for(joiner)) {
-                self.accept(joiner, request);
-                return;
-            }
+        if may
+            && depth_ok
+            && self.can_link(request.reachable)
+            && (self.spare_slots() > 0 || (backbone && self.make_room_for(joiner)))
+        {
+            self.accept(joiner, request);
+            return;
         }
         if usize::from(hops) < MAX_DEPTH
             && let Some(child) = self.route(joiner, &request, backbone)
