@@ -166,6 +166,8 @@ pub(super) struct Child<P> {
     pub(super) in_flight: bool,
     pub(super) spare: u32,
     pub(super) backbone: bool,
+    /// It takes children of its own.
+    pub(super) capable: bool,
     pub(super) reachable: bool,
     /// The free slot nearest below it, from its last advert.
     pub(super) room: Option<(P, u8)>,
@@ -175,8 +177,9 @@ pub(super) struct Child<P> {
     pub(super) free: u8,
     pub(super) any_room: Option<(P, u8)>,
     pub(super) any_free: u8,
-    /// Attach requests passed to it since its last advert.
+    /// Attach requests passed to it since its last advert, the last of them then.
     pub(super) routed: u8,
+    pub(super) routed_at: f64,
     /// Blocks it asked not to be pushed, by segment (the newest few): it gets them elsewhere.
     pub(super) skips: VecDeque<(u64, u128)>,
 }
@@ -518,6 +521,7 @@ impl<P: PeerId> TreeMesh<P> {
             path: self.path.clone(),
             rooted: self.rooted,
             backbone: self.backbone,
+            forwards: self.takes_children(),
             spare_slots: self.spare_slots(),
             leaf_children: self.children.iter().filter(|c| !c.backbone).count() as u32,
             reachable: self.cfg.reachable,

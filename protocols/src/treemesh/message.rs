@@ -37,9 +37,11 @@ pub struct AttachRequest {
     pub held: u128,
     /// Whether the asker accepts inbound connections.
     pub reachable: bool,
-    /// Child slots the asker offers when it is in the backbone (0 otherwise): it is placed where a backbone peer
-    /// belongs, taking a leaf's slot if need be (mTreebone's high-degree preemption).
+    /// Child slots the asker offers when it forwards (0 for a leaf): it is placed where forwarders belong, taking a
+    /// leaf's slot if need be (mTreebone's high-degree preemption).
     pub slots: u32,
+    /// Whether the asker has proven stable: it may also take the place of a forwarder that has not.
+    pub stable: bool,
     /// The deepest level the asker accepts (a peer moving up asks for a real gain or nothing).
     pub max_depth: u8,
 }
@@ -52,8 +54,10 @@ pub struct Advert<P> {
     pub path: Vec<P>,
     /// Whether the path starts at the broadcaster.
     pub rooted: bool,
-    /// Whether it takes children (it is in the backbone, or it is the broadcaster).
+    /// Whether it has proven stable (mTreebone's treebone; the broadcaster always has).
     pub backbone: bool,
+    /// Whether it takes children (its capacity and policy allow).
+    pub forwards: bool,
     /// Child slots free.
     pub spare_slots: u32,
     /// Children that are not in the backbone (a backbone peer may take their place).
@@ -214,8 +218,8 @@ impl<P> Message<P> {
             + match self {
                 Self::Probe | Self::Detach | Self::MeshLeave => 0,
                 Self::ProbeReply { advert: a, peers } => advert(a) + peers.len() * (PEER_ID_BYTES + 1),
-                Self::Attach(_) => 30,
-                Self::Place { .. } => 31 + PEER_ID_BYTES,
+                Self::Attach(_) => 31,
+                Self::Place { .. } => 32 + PEER_ID_BYTES,
                 Self::Displaced { .. } => PEER_ID_BYTES,
                 Self::Accepted { advert: a } | Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
                 Self::MeshReply { advert: a, .. } => 1 + advert(a),

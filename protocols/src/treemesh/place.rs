@@ -21,6 +21,8 @@ use super::window::MAX_BLOCKS;
 
 /// After a request found no place, the next waits this long (meanwhile the mesh and the origin carry the stream).
 const RETRY_ATTACH_S: f64 = 0.5;
+/// A request passed down is settled (placed, or refused without changing the subtree) within this long.
+const ROUTED_FORGET_S: f64 = 1.0;
 /// A backbone peer tries to move up at most this often.
 const JUMP_AFTER_S: f64 = 20.0;
 /// Levels a move up must gain.
@@ -60,8 +62,8 @@ impl<P: PeerId> TreeMesh<P> {
             from_seq,
             held,
             reachable: self.cfg.reachable,
-            // Until proven stable a peer is placed as a leaf (young peers with capacity take leaves of their own).
-            slots: if self.backbone { self.cfg.child_slots() } else { 0 },
+            slots: if self.capable() { self.cfg.child_slots() } else { 0 },
+            stable: self.backbone,
             max_depth,
         };
         self.send(id, Message::Attach(request));
@@ -103,15 +105,10 @@ impl<P: PeerId> TreeMesh<P> {
         let rooted = self.rooted || self.cfg.role == Role::Broadcaster;
         let depth_ok = rooted && self.path.len() < usize::from(request.max_depth);
         let backbone = request.slots >= self.cfg.backbone_min_slots;
-        let may = if backbone {
-            self.takes_children()
-        } else {
-            self.takes_leaves()
-        };
-        if may
+        if self.takes_children()
             && depth_ok
             && self.can_link(request.reachable)
-            && (self.spare_slots() > 0 || (backbone && self.make_room_for(joiner)))
+            && (self.spare_slots() > 0 || (backbone && self.make_room_for(joiner, request.stable)))
         {
             self.accept(joiner, request);
             return;
@@ -152,6 +149,14 @@ impl<P: PeerId> TreeMesh<P> {
     fn route(&mut self, joiner: P, request: &AttachRequest, backbone: bool) -> Option<P> {
         let base = self.path.len() + 1;
         let max_depth = usize::from(request.max_depth);
+        // Requests passed down are counted off a child's free slots until it advertises again — or until they are
+        // surely settled: one that found no place changes nothing the child would advertise.
+        let now = self.now;
+        for c in &mut self.children {
+            if now - c.routed_at > ROUTED_FORGET_S {
+                c.routed = 0;
+            }
+        }
         let pick = self
             .children
             .iter()
@@ -180,6 +185,7 @@ impl<P: PeerId> TreeMesh<P> {
         let (_, _, _, i) = pick?;
         let child = &mut self.children[i];
         child.routed = child.routed.saturating_add(1);
+        child.routed_at = now;
         Some(child.id)
     }
 
@@ -191,9 +197,9 @@ impl<P: PeerId> TreeMesh<P> {
             queue: VecDeque::new(),
             in_flight: false,
             spare: 0,
-            // What the request says until the child's own advert: a backbone newcomer must not be displaced as if
-            // it were a leaf.
-            backbone: request.slots >= self.cfg.backbone_min_slots,
+            // What the request says until the child's own advert: a forwarder must not be displaced as a leaf.
+            backbone: request.stable,
+            capable: request.slots >= self.cfg.backbone_min_slots,
             reachable: request.reachable,
             room: None,
             backbone_room: None,
@@ -201,6 +207,7 @@ impl<P: PeerId> TreeMesh<P> {
             any_room: None,
             any_free: 0,
             routed: 0,
+            routed_at: 0.0,
             skips: VecDeque::new(),
         };
         child.skips.push_back((request.from_seq, request.held));
@@ -223,10 +230,17 @@ impl<P: PeerId> TreeMesh<P> {
         self.advertise_changes();
     }
 
-    /// mTreebone's high-degree preemption: a full parent asked by a backbone peer moves one of its leaf children
-    /// under that peer, which then has room for it. Returns whether a slot was freed.
-    fn make_room_for(&mut self, asker: P) -> bool {
-        let Some(i) = self.children.iter().rposition(|c| !c.backbone && c.id != asker) else {
+    /// mTreebone's high-degree preemption: a full parent asked by a forwarder moves one of its leaf children under
+    /// it, which then has room for it; a stable asker may also take the place of a forwarder that is not (its leaves
+    /// follow it). Returns whether a slot was freed.
+    fn make_room_for(&mut self, asker: P, stable: bool) -> bool {
+        let leaf = self.children.iter().rposition(|c| !c.capable && !c.backbone && c.id != asker);
+        let young = || {
+            self.children
+                .iter()
+                .rposition(|c| c.capable && !c.backbone && c.id != asker)
+        };
+        let Some(i) = leaf.or_else(|| if stable { young() } else { None }) else {
             return false;
         };
         let leaf = self.children.remove(i);

@@ -162,6 +162,7 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(c) = self.children.iter_mut().find(|c| c.id == from) {
             c.spare = advert.spare_slots;
             c.backbone = advert.backbone;
+            c.capable = advert.forwards;
             c.reachable = advert.reachable;
             c.room = advert.room;
             c.any_room = advert.any_room;
@@ -210,7 +211,7 @@ impl<P: PeerId> TreeMesh<P> {
         }
         self.path = path;
         self.rooted = rooted;
-        if !self.takes_leaves() && !self.children.is_empty() {
+        if !self.takes_children() && !self.children.is_empty() {
             // Pushed too deep: let the children find places nearer the top.
             for child in std::mem::take(&mut self.children) {
                 self.send(child.id, Message::Detach);
@@ -224,17 +225,12 @@ impl<P: PeerId> TreeMesh<P> {
         self.advertise_changes();
     }
 
-    /// Whether this peer may have children of any kind where it is now: in the backbone and not too deep.
+    /// Whether this peer may have children where it is now: its capacity and policy allow, and it is not too deep.
+    /// A peer need not have proven stable to forward: the tree needs the slots of a burst of joiners at once. Age
+    /// decides precedence instead (mTreebone's treebone): a stable peer takes the place of one that is not, and only
+    /// stable peers move up.
     pub(super) fn takes_children(&self) -> bool {
-        self.backbone && self.not_too_deep()
-    }
-
-    /// Whether this peer may have leaf children: in the backbone, or with the capacity for it but not yet proven
-    /// stable. Leaves have no subtree, so a young parent that leaves costs them one re-attach, never a subtree: the
-    /// tree gains the young peer's slots at once, which a burst of joiners needs, and keeps mTreebone's rule that
-    /// only stable peers carry subtrees.
-    pub(super) fn takes_leaves(&self) -> bool {
-        (self.backbone || self.capable()) && self.not_too_deep()
+        self.capable() && self.not_too_deep()
     }
 
     fn not_too_deep(&self) -> bool {
@@ -249,7 +245,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Free child slots.
     pub(super) fn spare_slots(&self) -> u32 {
-        if !self.takes_leaves() {
+        if !self.takes_children() {
             return 0;
         }
         self.cfg.child_slots().saturating_sub(self.children.len() as u32)
@@ -266,7 +262,7 @@ impl<P: PeerId> TreeMesh<P> {
                 self.consider_jump();
             }
         }
-        let keep = if self.takes_leaves() {
+        let keep = if self.takes_children() {
             self.cfg.child_slots() as usize
         } else {
             0

@@ -47,14 +47,14 @@ impl<P: PeerId> TreeMesh<P> {
         queued as f64 * f64::from(self.cfg.block_size) / budget
     }
 
-    /// The child whose turn it is: backbone children before leaves, round robin within each.
+    /// The child whose turn it is: children that forward before leaves, round robin within each.
     fn next_child(&mut self) -> Option<usize> {
         let n = self.children.len();
         for backbone in [true, false] {
             for k in 0..n {
                 let i = (self.next_turn + k) % n;
                 let c = &self.children[i];
-                if c.backbone == backbone && !c.in_flight && !c.queue.is_empty() {
+                if c.capable == backbone && !c.in_flight && !c.queue.is_empty() {
                     self.next_turn = i + 1;
                     return Some(i);
                 }

@@ -74,7 +74,7 @@ fn run_scenario() -> Result<()> {
                 .unwrap_or(60.0);
             let mut t = 0.0;
             while sim.run_until(t) {
-                t += 5.0;
+                t += if every < 5.0 { every } else { 5.0 };
                 if t % every == 0.0 {
                     eprintln!("t={t}: {}", sim.strategy().topology());
                     eprintln!("  deep: {}", sim.strategy().deep_path(sim.viewers()));
