@@ -1,7 +1,7 @@
 //! The virtual player: what a person watching would have seen, computed from when each segment became whole.
 //!
 //! Playback starts one segment behind the live edge: with the first segment the viewer fetches, as soon as it is
-//! whole. From then on segment `k + 1` is due when segment `k` has played for one segment duration; a segment that
+//! whole — or, if the viewer's startup rule says so, a little later (see [`crate::treemesh::Config::min_slack_s`]). From then on segment `k + 1` is due when segment `k` has played for one segment duration; a segment that
 //! is not whole when due stalls playback until it is, and every later deadline moves by the stall (a player does not
 //! skip ahead). Times are seconds on any clock (virtual in the simulator, the node's monotonic clock in the node).
 
@@ -32,13 +32,20 @@ impl PlaybackReport {
 }
 
 /// Plays a viewer's segments: `ready_s[k]` is when the `k`-th segment from its join point became whole (`None`:
-/// never), `join_s` when it joined, `end_s` when it left or the stream ended.
-pub fn evaluate(join_s: f64, end_s: f64, segment_s: f64, ready_s: &[Option<f64>]) -> PlaybackReport {
+/// never), `join_s` when it joined, `earliest_start_s` the earliest its player starts (its startup rule; `join_s`
+/// for none), `end_s` when it left or the stream ended.
+pub fn evaluate(
+    join_s: f64,
+    earliest_start_s: f64,
+    end_s: f64,
+    segment_s: f64,
+    ready_s: &[Option<f64>],
+) -> PlaybackReport {
     let mut report = PlaybackReport::default();
     let Some(Some(first)) = ready_s.first() else {
         return report;
     };
-    let start = first.max(join_s);
+    let start = first.max(join_s).max(earliest_start_s);
     if start >= end_s {
         return report;
     }
@@ -78,7 +85,7 @@ mod tests {
     fn smooth_playback_never_stalls() {
         // Joins at 10, segments whole at 10.5, 12, 14, ... well before each is due.
         let ready: Vec<Option<f64>> = (0..10).map(|k| Some(10.5 + 2.0 * k as f64)).collect();
-        let r = evaluate(10.0, 20.5, 2.0, &ready);
+        let r = evaluate(10.0, 10.0, 20.5, 2.0, &ready);
         assert_eq!(r.ttfb_s, Some(0.5));
         assert_eq!(r.stalled_s, 0.0);
         assert_eq!(r.watched_s, 10.0);
@@ -91,17 +98,28 @@ mod tests {
         // Playback starts at 1; segment 1 is due at 3 but whole at 4: one second of stall, then segment 2 is due
         // at 6 and whole at 5.
         let ready = [Some(1.0), Some(4.0), Some(5.0), Some(5.5)];
-        let r = evaluate(0.0, 9.0, 2.0, &ready);
+        let r = evaluate(0.0, 0.0, 9.0, 2.0, &ready);
         assert_eq!(r.stalled_s, 1.0);
         assert_eq!((r.on_time, r.late), (3, 1));
         assert_eq!(r.rebuffer_ratio(), 1.0 / 8.0);
     }
 
     #[test]
+    fn a_startup_rule_holds_the_start_back_and_moves_every_deadline() {
+        // The first segment is whole at 0.5 but the player starts at 1.2: segment 1, whole at 3.1, is due at 3.2.
+        let ready = [Some(0.5), Some(3.1), Some(4.9)];
+        let r = evaluate(0.0, 1.2, 6.0, 2.0, &ready);
+        assert_eq!(r.ttfb_s, Some(1.2));
+        assert_eq!((r.on_time, r.late), (3, 0));
+        // Started at once, segment 1 would have been late.
+        assert_eq!(evaluate(0.0, 0.0, 6.0, 2.0, &ready).late, 1);
+    }
+
+    #[test]
     fn a_missing_segment_stalls_until_the_end() {
-        let r = evaluate(0.0, 10.0, 2.0, &[Some(0.0), None]);
+        let r = evaluate(0.0, 0.0, 10.0, 2.0, &[Some(0.0), None]);
         assert_eq!(r.stalled_s, 8.0);
         assert_eq!(r.late, 1);
-        assert_eq!(evaluate(0.0, 10.0, 2.0, &[None]).ttfb_s, None);
+        assert_eq!(evaluate(0.0, 0.0, 10.0, 2.0, &[None]).ttfb_s, None);
     }
 }

@@ -53,6 +53,8 @@ pub struct Viewer {
     pub nat: bool,
     /// Payload bytes it uploaded.
     pub uploaded: f64,
+    /// The earliest its player starts, when its protocol has a startup rule.
+    pub play_from: Option<f64>,
 }
 
 impl Viewer {
@@ -494,6 +496,7 @@ impl<S: Strategy> Simulation<S> {
                     upload_x,
                     nat,
                     uploaded: 0.0,
+                    play_from: None,
                 });
                 let rate = core.scenario.churn_per_min / 60.0;
                 if rate > 0.0 {
@@ -606,7 +609,7 @@ impl<S: Strategy> Simulation<S> {
             // that wait is not the network's time to first byte.
             let next_made = v.first_seq.and_then(|first| core.segment_ready.get(first as usize + 1));
             let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
-            let p = playback::evaluate(join, until, s.segment_s, &v.ready);
+            let p = playback::evaluate(join, v.play_from.unwrap_or(join), until, s.segment_s, &v.ready);
             if self.debug && p.late > 0 {
                 // Which segments were late: by index since the first, and whether in the join phase.
                 let start = v.ready.first().copied().flatten().map(|f| f.max(join));
@@ -628,7 +631,7 @@ impl<S: Strategy> Simulation<S> {
                                     20
                                 };
                                 DEBUG_LATE.with(|l| *l.borrow_mut().entry(bucket).or_insert(0) += 1);
-                                if k <= 2 && v.joined > 100.0 {
+                                if k <= 2 && v.joined > 15.0 {
                                     eprintln!(
                                         "late k=1: viewer {vi} joined {:.3} first {:?} start {start:.3} due {due:.3} ready {r:?} made {:?}",
                                         v.joined,

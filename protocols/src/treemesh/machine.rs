@@ -45,6 +45,8 @@ pub enum Input<P> {
         candidates: Vec<(P, bool)>,
         /// The broadcaster (the stream's signed info names it): the root of the tree, where placement starts.
         broadcaster: Option<P>,
+        /// How long ago the newest segment of `tail` was made (from its signed timestamp), for the startup rule.
+        live_age_s: Option<f64>,
     },
     /// More peers of the stream, in answer to [`Output::FindPeers`].
     Candidates(Vec<(P, bool)>),
@@ -367,7 +369,8 @@ impl<P: PeerId> TreeMesh<P> {
                 tail,
                 candidates,
                 broadcaster,
-            } => self.on_join(tail, candidates, broadcaster),
+                live_age_s,
+            } => self.on_join(tail, candidates, broadcaster, live_age_s),
             Input::Candidates(candidates) => self.on_candidates(candidates),
             Input::Published(segment) => self.on_published(segment),
             Input::Announced(segment) => self.learn(segment),
@@ -483,6 +486,12 @@ impl<P: PeerId> TreeMesh<P> {
     /// Hops from the broadcaster, when connected to it.
     pub fn depth(&self) -> Option<usize> {
         self.rooted.then_some(self.path.len())
+    }
+
+    /// The earliest this viewer's player starts ([`Config::min_slack_s`]'s startup rule): a player starts with its
+    /// first segment whole, but not before this.
+    pub fn play_from(&self) -> Option<f64> {
+        self.player.earliest
     }
 
     /// Whether segment `seq` is whole here.

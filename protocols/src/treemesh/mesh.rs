@@ -288,11 +288,15 @@ impl<P: PeerId> TreeMesh<P> {
     /// [`LIKELY_BASE_S`] + `d` × [`LIKELY_PER_HOP_S`] later; a wrong guess costs one refusal).
     fn pull_source(&self, seq: u64, heard_at: f64) -> Option<P> {
         let now = self.now;
+        // A segment older than the newest at joining time is one nearly every peer holds by now: any peer is worth a
+        // try, probed or not (a joiner's first pulls then wait for no probe answer).
+        let old = seq + 1 < self.pull_before;
         let likely = |k: &super::peers::Known<P>| {
-            k.rooted
-                && k.newest.is_none_or(|n| n < seq)
-                && k.depth
-                    .is_some_and(|d| now >= heard_at + LIKELY_BASE_S + f64::from(d) * LIKELY_PER_HOP_S)
+            k.newest.is_none_or(|n| n < seq)
+                && (old
+                    || (k.rooted
+                        && k.depth
+                            .is_some_and(|d| now >= heard_at + LIKELY_BASE_S + f64::from(d) * LIKELY_PER_HOP_S)))
         };
         self.peers
             .list

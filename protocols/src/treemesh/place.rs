@@ -234,7 +234,10 @@ impl<P: PeerId> TreeMesh<P> {
     /// it, which then has room for it; a stable asker may also take the place of a forwarder that is not (its leaves
     /// follow it). Returns whether a slot was freed.
     fn make_room_for(&mut self, asker: P, stable: bool) -> bool {
-        let leaf = self.children.iter().rposition(|c| !c.capable && !c.backbone && c.id != asker);
+        let leaf = self
+            .children
+            .iter()
+            .rposition(|c| !c.capable && !c.backbone && c.id != asker);
         let young = || {
             self.children
                 .iter()

@@ -16,12 +16,28 @@ pub(super) const RETRY_AFTER_S: f64 = 10.0;
 const STRIKES_TO_REPLACE: u8 = 2;
 
 impl<P: PeerId> TreeMesh<P> {
-    pub(super) fn on_join(&mut self, tail: Vec<SegmentInfo>, candidates: Vec<(P, bool)>, root: Option<P>) {
+    pub(super) fn on_join(
+        &mut self,
+        tail: Vec<SegmentInfo>,
+        candidates: Vec<(P, bool)>,
+        root: Option<P>,
+        live_age_s: Option<f64>,
+    ) {
         self.joined = true;
         self.joined_at = self.now;
+        // The startup rule: the second segment (the newest) must have `min_slack_s` between its making and its
+        // deadline, one segment after playback starts.
+        if let Some(age) = live_age_s {
+            let wait = self.cfg.min_slack_s - age - self.cfg.segment_s;
+            self.player.earliest = Some(self.now + wait.max(0.0));
+        }
+        let newest = tail.iter().map(|s| s.seq).max();
         for info in &tail {
+            // When it was made, as far as known: when it would have been heard of had we been there.
+            let behind = newest.map_or(0, |n| n - info.seq) as f64 * self.cfg.segment_s;
+            let made = live_age_s.map_or(self.now, |age| self.now - age - behind);
             self.window
-                .insert(*info, self.cfg.block_size, self.cfg.window_segments, self.now);
+                .insert(*info, self.cfg.block_size, self.cfg.window_segments, made);
         }
         // Start one segment behind the live edge: the player holds one segment while the next is made.
         if let Some(newest) = tail.iter().map(|s| s.seq).max() {
@@ -38,6 +54,9 @@ impl<P: PeerId> TreeMesh<P> {
         self.on_candidates(candidates);
         // The broadcaster places us in its tree while we probe: a place now, the best one later (a jump).
         self.try_attach();
+        // The first segment is old enough that nearly every peer holds it: ask for it at once, without waiting for
+        // the probes' answers.
+        self.pump_pulls();
     }
 
     pub(super) fn on_candidates(&mut self, candidates: Vec<(P, bool)>) {

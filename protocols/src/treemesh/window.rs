@@ -152,6 +152,8 @@ pub(super) struct Player {
     pub(super) start: Option<u64>,
     /// When playback started.
     pub(super) started_at: Option<f64>,
+    /// Playback starts no sooner (the startup rule).
+    pub(super) earliest: Option<f64>,
     /// Stalls so far.
     pub(super) stalled: f64,
 }
@@ -165,14 +167,17 @@ impl Player {
         let Some(offset) = seq.checked_sub(start) else {
             return f64::NEG_INFINITY;
         };
-        self.started_at.unwrap_or(expected_start) + self.stalled + offset as f64 * segment_s
+        let start = self
+            .started_at
+            .unwrap_or_else(|| expected_start.max(self.earliest.unwrap_or(f64::NEG_INFINITY)));
+        start + self.stalled + offset as f64 * segment_s
     }
 
     /// A segment became whole at `now`.
     pub(super) fn completed(&mut self, seq: u64, now: f64, segment_s: f64) {
         let Some(start) = self.start else { return };
         if seq == start && self.started_at.is_none() {
-            self.started_at = Some(now);
+            self.started_at = Some(now.max(self.earliest.unwrap_or(now)));
             return;
         }
         if let Some(started) = self.started_at {

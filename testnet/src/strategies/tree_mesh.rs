@@ -449,6 +449,10 @@ impl Strategy for TreeMeshSim {
             None => Vec::new(),
         };
         let broadcaster = Some(BROADCASTER);
+        let live_age_s = core
+            .newest_segment()
+            .and_then(|n| core.segment_ready.get(n as usize))
+            .map(|made| core.now - made);
         self.feed(
             core,
             id,
@@ -456,8 +460,10 @@ impl Strategy for TreeMeshSim {
                 tail,
                 candidates,
                 broadcaster,
+                live_age_s,
             },
         );
+        core.viewers[viewer].play_from = self.viewers[viewer].as_ref().and_then(TreeMesh::play_from);
     }
 
     fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>) {
