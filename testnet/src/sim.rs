@@ -320,6 +320,8 @@ impl Core {
 }
 
 thread_local! {
+    /// Debug: lags by when the segment was made (5 s buckets).
+    pub static DEBUG_LAG_BY_TIME: std::cell::RefCell<std::collections::BTreeMap<u64, Vec<f64>>> = Default::default();
     /// Debug: (steady state, viewer age at segment, lag).
     pub static DEBUG_LAGS: std::cell::RefCell<Vec<(bool, f64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Debug: steady-state segments by how they came (1 push, 2 serve, 4 origin): (count, lag > 2.5 s).
@@ -655,7 +657,7 @@ impl<S: Strategy> Simulation<S> {
                     slow_examples.push((vi, p.ttfb_s));
                 }
                 bucket.2 += p.stalled_s;
-                if p.stalled_s > 100.0 {
+                if p.stalled_s > 8.0 && v.joined < 10.0 && vi % 7 == 0 {
                     let missing: Vec<usize> = v
                         .ready
                         .iter()
@@ -664,6 +666,14 @@ impl<S: Strategy> Simulation<S> {
                         .map(|(k, _)| k)
                         .take(5)
                         .collect();
+                    let made: Vec<f64> = (0..8).filter_map(|k| core.segment_ready.get(v.first_seq.unwrap_or(0) as usize + k).copied()).collect();
+                    eprintln!(
+                        "viewer {vi} stalled {:.1} start {:?} play_from {:?} ready {:?} made {made:?}",
+                        p.stalled_s,
+                        p.ttfb_s.map(|t| t + join),
+                        v.play_from,
+                        &v.ready[..v.ready.len().min(8)]
+                    );
                     eprintln!(
                         "viewer {vi} first {:?} joined {:.2} missing {missing:?} blocks {:?}",
                         v.first_seq,
@@ -693,6 +703,7 @@ impl<S: Strategy> Simulation<S> {
                                 let steady = *made > s.join_window_s + 30.0;
                                 let age = made - v.joined;
                                 DEBUG_LAGS.with(|l| l.borrow_mut().push((steady, age, ready - made)));
+                                DEBUG_LAG_BY_TIME.with(|l| l.borrow_mut().entry((*made / 5.0) as u64 * 5).or_default().push(ready - made));
                                 if steady {
                                     let kind = crate::strategies::tree_mesh::DEBUG_KINDS
                                         .with(|m| m.borrow().get(&(vi, first + k as u64)).copied().unwrap_or(0));
@@ -765,6 +776,15 @@ impl<S: Strategy> Simulation<S> {
                             quantile(&mut t, 0.99).unwrap_or(f64::NAN)
                         );
                     }
+                });
+                DEBUG_LAG_BY_TIME.with(|l| {
+                    let mut l = l.borrow_mut();
+                    let line: Vec<String> = l
+                        .iter_mut()
+                        .take(8)
+                        .map(|(t, v)| format!("{t}: {:.2}/{:.2}", quantile(v, 0.5).unwrap_or(0.0), quantile(v, 0.95).unwrap_or(0.0)))
+                        .collect();
+                    eprintln!("lag p50/p95 by made time: {}", line.join(", "));
                 });
                 DEBUG_LATE.with(|t| {
                     eprintln!(

@@ -228,9 +228,10 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
-    /// Whether segment `seq` comes by push: a parent (or a parent being asked) pushes from before it.
+    /// Whether segment `seq` comes by push: a parent pushes from before it. (While a parent is being found, what
+    /// peers already hold is pulled; the new parent is told to skip what came that way.)
     pub(super) fn expects_push(&self, seq: u64) -> bool {
-        self.parent.is_some_and(|p| seq >= p.from_seq) || self.attempt.is_some_and(|a| seq >= a.from_seq)
+        self.parent.is_some_and(|p| seq >= p.from_seq)
     }
 
     /// Asks neighbours for blocks nobody is sending: segments no parent pushes, and pushed segments that are

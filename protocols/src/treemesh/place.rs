@@ -291,6 +291,17 @@ impl<P: PeerId> TreeMesh<P> {
         let mut path = advert.path;
         path.push(from);
         self.set_path(path, advert.rooted);
+        // What arrived (or is coming) by other ways since the request is not to be pushed.
+        let covered: Vec<(u64, u128)> = self
+            .window
+            .iter()
+            .filter(|s| s.info.seq >= from_seq)
+            .map(|s| (s.info.seq, s.have | s.pulling | s.from_origin))
+            .filter(|(_, bits)| *bits != 0)
+            .collect();
+        for (seq, blocks) in covered {
+            self.send(from, Message::Skip { seq, blocks });
+        }
         // The new parent learns our free slots (and those below us) at once.
         self.advertised_room = self.rooms();
         let advert = self.advert();

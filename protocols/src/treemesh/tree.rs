@@ -41,9 +41,10 @@ impl<P: PeerId> TreeMesh<P> {
         }
         // Start one segment behind the live edge: the player holds one segment while the next is made.
         if let Some(newest) = tail.iter().map(|s| s.seq).max() {
-            // What exists already is pulled, striped over the peers that hold it, while a parent is found: it is
-            // the fastest way to it, and no attach, however slow, holds it up. The parent pushes what comes next.
-            self.pull_before = newest + 1;
+            // The first segment, which nearly every peer holds, is pulled, striped over them: it is the fastest way
+            // to it, and no attach, however slow, holds it up. The parent pushes from the newest on, cut-through as
+            // it arrives, which beats pulling it once neighbours have it whole.
+            self.pull_before = newest;
             let start = newest
                 .saturating_sub(1)
                 .max(tail.iter().map(|s| s.seq).min().unwrap_or(0));
