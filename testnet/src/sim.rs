@@ -9,7 +9,7 @@
 //! scheduled, so a scenario and its seed give the same report every time.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use dary_heap::QuaternaryHeap as BinaryHeap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
