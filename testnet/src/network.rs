@@ -133,6 +133,8 @@ pub struct Network {
     /// Batch mode: rates are recomputed by [`Network::flush`], once for all changes at the same instant.
     deferred: bool,
     dirty: Vec<NodeId>,
+    /// Scratch space for [`Network::rerate`].
+    touched: Vec<FlowId>,
 }
 
 impl Network {
@@ -363,7 +365,8 @@ impl Network {
     }
 
     fn rerate(&mut self, now: f64, nodes: &[NodeId]) -> Vec<Completion> {
-        let mut touched: Vec<FlowId> = Vec::new();
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
         for &node in nodes {
             let link = &self.links[node];
             touched.extend(link.outgoing.iter().chain(&link.incoming));
@@ -371,7 +374,7 @@ impl Network {
         touched.sort_unstable();
         touched.dedup();
         let mut completions = Vec::with_capacity(touched.len() + 1);
-        for id in touched {
+        for &id in &touched {
             let (src, dst) = match self.flows[id.0].as_ref() {
                 Some(f) if f.served_from.is_none() => (f.src, f.dst),
                 _ => continue,
@@ -397,6 +400,7 @@ impl Network {
             };
             completions.push(Completion { flow: id, at, version });
         }
+        self.touched = touched;
         for &node in nodes {
             if self.links[node].server.is_some() {
                 completions.extend(self.schedule_server(now, node));

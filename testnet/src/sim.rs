@@ -8,8 +8,8 @@
 //! comes from one seeded ChaCha generator, and events at the same virtual time run in the order they were
 //! scheduled, so a scenario and its seed give the same report every time.
 
-use std::cmp::{Ordering, Reverse};
 use dary_heap::QuaternaryHeap as BinaryHeap;
+use std::cmp::Reverse;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -101,30 +101,19 @@ enum Event {
     Sample,
 }
 
-/// A queue entry: the event itself waits in [`Core::pending`] so that the heap moves 24 bytes, not the event.
+/// A queue entry: the event itself waits in [`Core::pending`] so that the heap moves 24 bytes, not the event. The
+/// time is kept as its IEEE-754 bits, which order like the times themselves for the non-negative times of a run:
+/// comparing integers is the heap's inner loop.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Scheduled {
-    at: f64,
+    at_bits: u64,
     order: u64,
     slot: u32,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Scheduled {}
-
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.at.total_cmp(&other.at).then(self.order.cmp(&other.order))
+impl Scheduled {
+    fn at(&self) -> f64 {
+        f64::from_bits(self.at_bits)
     }
 }
 
@@ -166,8 +155,8 @@ pub struct Core {
     queue: BinaryHeap<Reverse<Scheduled>>,
     pending: Vec<Option<Event>>,
     /// Flows of requests in progress, by tag, and requests called off before their flow started.
-    requests: std::collections::HashMap<u64, crate::network::FlowId>,
-    cancelled_requests: std::collections::HashSet<u64>,
+    requests: rustc_hash::FxHashMap<u64, crate::network::FlowId>,
+    cancelled_requests: rustc_hash::FxHashSet<u64>,
     free_slots: Vec<u32>,
     order: u64,
     events: u64,
@@ -187,8 +176,9 @@ impl Core {
                 (self.pending.len() - 1) as u32
             }
         };
+        debug_assert!(at >= 0.0);
         self.queue.push(Reverse(Scheduled {
-            at,
+            at_bits: at.to_bits(),
             order: self.order,
             slot,
         }));
@@ -378,8 +368,8 @@ impl<S: Strategy> Simulation<S> {
             bytes: Bytes::default(),
             queue: BinaryHeap::new(),
             pending: Vec::new(),
-            requests: std::collections::HashMap::new(),
-            cancelled_requests: std::collections::HashSet::new(),
+            requests: rustc_hash::FxHashMap::default(),
+            cancelled_requests: rustc_hash::FxHashSet::default(),
             free_slots: Vec::new(),
             order: 0,
             events: 0,
@@ -412,10 +402,11 @@ impl<S: Strategy> Simulation<S> {
     pub fn run_until(&mut self, until: f64) -> bool {
         let end = self.core.scenario.duration_s;
         while let Some(Reverse(next)) = self.core.queue.peek() {
-            if next.at > until.min(end) {
-                return next.at <= end;
+            if next.at() > until.min(end) {
+                return next.at() <= end;
             }
-            let Reverse(Scheduled { at, slot, .. }) = self.core.queue.pop().expect("peeked");
+            let Reverse(next) = self.core.queue.pop().expect("peeked");
+            let (at, slot) = (next.at(), next.slot);
             let event = self.core.pending[slot as usize]
                 .take()
                 .expect("scheduled events are pending");
@@ -440,7 +431,7 @@ impl<S: Strategy> Simulation<S> {
             // Rates are recomputed once for every event of the same instant: a sender's pushes of one block to its
             // children end together, and settling the rates after each of them in turn would re-time (and leave
             // stale) the completions of the others, O(children²) events per block.
-            let same_instant = self.core.queue.peek().is_some_and(|Reverse(n)| n.at <= at);
+            let same_instant = self.core.queue.peek().is_some_and(|Reverse(n)| n.at() <= at);
             if !same_instant {
                 let completions = self.core.net.flush(self.core.now);
                 self.core.schedule_completions(completions);
@@ -666,7 +657,9 @@ impl<S: Strategy> Simulation<S> {
                         .map(|(k, _)| k)
                         .take(5)
                         .collect();
-                    let made: Vec<f64> = (0..8).filter_map(|k| core.segment_ready.get(v.first_seq.unwrap_or(0) as usize + k).copied()).collect();
+                    let made: Vec<f64> = (0..8)
+                        .filter_map(|k| core.segment_ready.get(v.first_seq.unwrap_or(0) as usize + k).copied())
+                        .collect();
                     eprintln!(
                         "viewer {vi} stalled {:.1} start {:?} play_from {:?} ready {:?} made {made:?}",
                         p.stalled_s,
@@ -703,7 +696,12 @@ impl<S: Strategy> Simulation<S> {
                                 let steady = *made > s.join_window_s + 30.0;
                                 let age = made - v.joined;
                                 DEBUG_LAGS.with(|l| l.borrow_mut().push((steady, age, ready - made)));
-                                DEBUG_LAG_BY_TIME.with(|l| l.borrow_mut().entry((*made / 5.0) as u64 * 5).or_default().push(ready - made));
+                                DEBUG_LAG_BY_TIME.with(|l| {
+                                    l.borrow_mut()
+                                        .entry((*made / 5.0) as u64 * 5)
+                                        .or_default()
+                                        .push(ready - made)
+                                });
                                 if steady {
                                     let kind = crate::strategies::tree_mesh::DEBUG_KINDS
                                         .with(|m| m.borrow().get(&(vi, first + k as u64)).copied().unwrap_or(0));
@@ -782,7 +780,13 @@ impl<S: Strategy> Simulation<S> {
                     let line: Vec<String> = l
                         .iter_mut()
                         .take(8)
-                        .map(|(t, v)| format!("{t}: {:.2}/{:.2}", quantile(v, 0.5).unwrap_or(0.0), quantile(v, 0.95).unwrap_or(0.0)))
+                        .map(|(t, v)| {
+                            format!(
+                                "{t}: {:.2}/{:.2}",
+                                quantile(v, 0.5).unwrap_or(0.0),
+                                quantile(v, 0.95).unwrap_or(0.0)
+                            )
+                        })
                         .collect();
                     eprintln!("lag p50/p95 by made time: {}", line.join(", "));
                 });

@@ -24,6 +24,14 @@ const ORIGIN_BACKOFF_S: f64 = 2.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
 const MIN_HEDGE_S: f64 = 0.5;
 
+/// What a parent is expected to bring of a segment, and when (see `TreeMesh::forecast`).
+struct Forecast {
+    expected: u128,
+    n: u32,
+    next: f64,
+    gap: f64,
+}
+
 impl<P: PeerId> TreeMesh<P> {
     /// When segment `seg` must be whole here; `None` when it is not one this peer still needs.
     fn due(&self, seg: &Segment) -> Option<f64> {
@@ -43,44 +51,49 @@ impl<P: PeerId> TreeMesh<P> {
         self.origin_took_s.min(ORIGIN_PLAN_CAP_S) * batches
     }
 
-    /// For a segment the parent pushes: the blocks it would deliver too late to leave `fetch_s` before the deadline
-    /// for getting them elsewhere — the parent sends a segment's blocks in order, one every `gap_s` or so, so the late
-    /// ones are the last — and the time that set grows next if nothing more arrives meanwhile.
-    pub(super) fn late_pushes(&self, seg: &Segment, due: f64, fetch_s: f64) -> (u128, f64) {
-        let Some(parent) = self.parent.filter(|p| seg.info.seq >= p.from_seq) else {
-            return (0, f64::INFINITY);
-        };
+    /// For a segment the parent pushes: the blocks still expected from it, and when they will come — the parent
+    /// sends a segment's blocks in order, one every `gap_s` or so, the next after its last one or, for a segment not
+    /// begun, when a segment's first block usually comes.
+    fn forecast(&self, seg: &Segment) -> Option<Forecast> {
+        let parent = self.parent.filter(|p| seg.info.seq >= p.from_seq)?;
         let expected = seg.all() & !seg.have & !seg.skipped & !seg.from_origin & !seg.pulling;
         if expected == 0 {
-            return (0, f64::INFINITY);
+            return None;
         }
         let gap = parent.gap_s;
-        // The next block: after the last one, or, for a segment not begun, when its first usually comes.
         let next = if seg.have & !seg.skipped == 0 {
             (seg.heard_at + self.first_push_s.unwrap_or(DEFAULT_FIRST_PUSH_S)).max(parent.last_block_at + gap)
         } else {
             parent.last_block_at + gap
         }
         .max(self.now);
-        let need_by = due - self.cfg.deadline_margin_s - fetch_s;
-        let n = expected.count_ones();
-        let in_time = if need_by < next {
+        Some(Forecast {
+            expected,
+            n: expected.count_ones(),
+            next,
+            gap,
+        })
+    }
+
+    /// Of a pushed segment's expected blocks, those that would come after `need_by` (the last ones); and the time that
+    /// set grows next if nothing more arrives meanwhile.
+    fn late_after(&self, seg: &Segment, f: &Forecast, need_by: f64) -> (u128, f64) {
+        let in_time = if need_by < f.next {
             0
         } else {
-            (((need_by - next) / gap).floor() as u32).saturating_add(1).min(n)
+            (((need_by - f.next) / f.gap).floor() as u32).saturating_add(1).min(f.n)
         };
-        if in_time == n {
+        if in_time == f.n {
             // All in time; the last becomes late once waiting has pushed the next block past this.
-            return (0, need_by - f64::from(n - 1) * gap);
+            return (0, need_by - f64::from(f.n - 1) * f.gap);
         }
-        // The last `n - in_time` expected blocks.
         let mut late = 0u128;
-        let mut left = n - in_time;
+        let mut left = f.n - in_time;
         for b in (0..seg.blocks).rev() {
             if left == 0 {
                 break;
             }
-            if expected & (1u128 << b) != 0 {
+            if f.expected & (1u128 << b) != 0 {
                 late |= 1u128 << b;
                 left -= 1;
             }
@@ -88,19 +101,34 @@ impl<P: PeerId> TreeMesh<P> {
         (late, self.now)
     }
 
+    /// For a segment the parent pushes: the blocks it would deliver too late to leave `fetch_s` before the deadline
+    /// for getting them elsewhere, and the time that set grows next if nothing more arrives meanwhile.
+    pub(super) fn late_pushes(&self, seg: &Segment, due: f64, fetch_s: f64) -> (u128, f64) {
+        match self.forecast(seg) {
+            Some(f) => self.late_after(seg, &f, due - self.cfg.deadline_margin_s - fetch_s),
+            None => (0, f64::INFINITY),
+        }
+    }
+
     /// For a segment this peer still needs: when the mesh must be asked for what the parent would bring too late,
     /// and when the origin must be asked for what nobody would bring in time.
     pub(super) fn check_times(&self, seg: &Segment) -> Option<(f64, f64)> {
         let due = self.due(seg)?;
         let missing = seg.all() & !seg.have;
+        let origin_s = self.origin_s(missing);
+        let margin = self.cfg.deadline_margin_s;
+        let forecast = self.forecast(seg);
+        let decide = |fetch_s: f64| {
+            forecast
+                .as_ref()
+                .map_or(f64::INFINITY, |f| self.late_after(seg, f, due - margin - fetch_s).1)
+        };
         let origin_at = if self.cfg.has_origin {
-            let pushed = self.late_pushes(seg, due, self.origin_s(missing)).1;
-            (due - self.cfg.deadline_margin_s - self.origin_s(missing)).min(pushed)
+            (due - margin - origin_s).min(decide(origin_s))
         } else {
             f64::INFINITY
         };
-        let mesh_at = self.late_pushes(seg, due, RESCUE_S).1;
-        Some((mesh_at, origin_at.max(self.origin_down_until)))
+        Some((decide(RESCUE_S), origin_at.max(self.origin_down_until)))
     }
 
     /// Runs whatever is due: probing over, attach timed out, pulls timed out, segments overdue.

@@ -257,7 +257,8 @@ pub(super) struct OriginFetch {
 pub struct TreeMesh<P> {
     pub(super) cfg: Config,
     pub(super) me: P,
-    pub(super) rng: ChaCha8Rng,
+    /// Boxed: seldom used, and the machines of a simulation are many (it keeps their hot state small).
+    pub(super) rng: Box<ChaCha8Rng>,
     pub(super) now: f64,
     pub(super) joined_at: f64,
     pub(super) joined: bool,
@@ -322,7 +323,7 @@ impl<P: PeerId> TreeMesh<P> {
         let tick = cfg.tick_s;
         Self {
             me,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
             now,
             joined_at: now,
             joined: broadcaster,
@@ -434,7 +435,9 @@ impl<P: PeerId> TreeMesh<P> {
                     if mesh > self.now {
                         consider(mesh);
                     }
-                    if origin > self.now && self.origin_open(seg) != 0 {
+                    // Anything missing that the origin is not already sending may need it: blocks no one sends, slow
+                    // pulls, and pushed blocks the parent would bring too late.
+                    if origin > self.now && seg.all() & !seg.have & !seg.from_origin != 0 {
                         consider(origin);
                     }
                 }

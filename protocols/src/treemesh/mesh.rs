@@ -23,8 +23,13 @@ const SKIPS_KEPT: usize = 4;
 const BUSY_BACKOFF_S: f64 = 1.0;
 
 impl<P: PeerId> TreeMesh<P> {
-    /// Asks the nearest known peers to be mesh neighbours until there are `mesh_degree` of them.
+    /// Asks the nearest known peers to be mesh neighbours until there are `mesh_degree` of them (leaves only).
     pub(super) fn fill_mesh(&mut self) {
+        // Forwarders are in the tree (mTreebone's treebone); the mesh is for the leaves at its edge (its
+        // outskirts), which pull what their parent fails to bring.
+        if self.takes_children() {
+            return;
+        }
         let have = self.peers.mesh().count();
         let asking = self
             .peers
@@ -66,7 +71,9 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     pub(super) fn on_mesh_join(&mut self, from: P, advert: Advert<P>) {
-        let room = self.cfg.role == Role::Viewer && self.peers.mesh().count() < 2 * self.cfg.mesh_degree;
+        let room = self.cfg.role == Role::Viewer
+            && self.peers.mesh().count() < 2 * self.cfg.mesh_degree
+            && !self.takes_children();
         let now = self.now;
         let pinned = self.pinned_fn();
         let accepted = room
@@ -241,6 +248,14 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         let Some(start) = self.player.start else { return };
+        // Most calls find nothing to pull (pushes are on time): look before sorting anything.
+        if !self
+            .window
+            .iter_incomplete()
+            .any(|s| s.info.seq >= start && self.pull_open(s) != 0)
+        {
+            return;
+        }
         let expected_start = self.joined_at + self.cfg.startup_s;
         let horizon = self.now + URGENT_SEGMENTS * self.cfg.segment_s;
         let mut wanted: Vec<(bool, usize, u64)> = self

@@ -79,10 +79,12 @@ pub struct TreeMeshSim {
     present: Vec<u32>,
     position: Vec<usize>,
     messages: Slab<InFlight>,
+    /// A buffer for a machine's outputs, reused.
+    scratch: Vec<Output<u32>>,
     /// Origin fetches in progress, by (viewer, segment, block): their transfer tags, for calling them off.
-    origin_tags: std::collections::HashMap<(u32, u64, u16), u64>,
+    origin_tags: rustc_hash::FxHashMap<(u32, u64, u16), u64>,
     /// Origin fetches in progress by tag, and the last tag given.
-    origin_fetches: std::collections::HashMap<u64, Transfer>,
+    origin_fetches: rustc_hash::FxHashMap<u64, Transfer>,
     next_origin_tag: u64,
     transfers: Slab<Transfer>,
     config: Box<dyn Fn(&mut Config)>,
@@ -108,8 +110,9 @@ impl TreeMeshSim {
             present: Vec::new(),
             position: Vec::new(),
             messages: Slab::default(),
-            origin_tags: std::collections::HashMap::new(),
-            origin_fetches: std::collections::HashMap::new(),
+            scratch: Vec::new(),
+            origin_tags: rustc_hash::FxHashMap::default(),
+            origin_fetches: rustc_hash::FxHashMap::default(),
             next_origin_tag: ORIGIN_TAGS,
             transfers: Slab::default(),
             config: Box::new(tune),
@@ -165,7 +168,7 @@ impl TreeMeshSim {
     }
 
     fn drive(&mut self, core: &mut Core, peer: u32) {
-        let mut outputs = Vec::new();
+        let mut outputs = std::mem::take(&mut self.scratch);
         let debug = self.debug;
         let Some(m) = self.machine(peer) else { return };
         while let Some(o) = m.poll_output() {
@@ -179,12 +182,14 @@ impl TreeMeshSim {
                 a.borrow_mut().entry(peer).or_insert((joined, now));
             });
         }
-        for output in outputs {
+        for output in outputs.drain(..) {
             if self.trace == Some(peer) {
                 eprintln!("{:.3} {peer} -> {output:?}", core.now);
             }
             self.carry_out(core, peer, output);
         }
+        // Kept for the next call (nested calls, from uploads that fail at once, take a fresh one).
+        self.scratch = outputs;
         if let Some(at) = wake {
             let slot = Self::timer_slot(peer);
             let current = self.timer_at[slot];
@@ -602,7 +607,13 @@ impl Strategy for TreeMeshSim {
         let peer = tag as u32;
         let slot = Self::timer_slot(peer);
         if self.timer_at[slot] != core.now {
+            if self.debug {
+                MSG_COUNTS.with(|c| *c.borrow_mut().entry("timer-stale".into()).or_insert(0u64) += 1);
+            }
             return;
+        }
+        if self.debug {
+            MSG_COUNTS.with(|c| *c.borrow_mut().entry("timer-fired".into()).or_insert(0u64) += 1);
         }
         self.timer_at[slot] = f64::INFINITY;
         let now = core.now;
