@@ -648,6 +648,14 @@ impl<S: Strategy> Simulation<S> {
                     slow_examples.push((vi, p.ttfb_s));
                 }
                 bucket.2 += p.stalled_s;
+                if v.joined > 5.0 && v.joined < 9.0 && vi % 60 == 0 {
+                    let first = v.first_seq.unwrap_or(0) as usize;
+                    let lags: Vec<String> = (0..8)
+                        .filter_map(|k| Some((k, v.ready.get(k).copied().flatten()?, core.segment_ready.get(first + k)?)))
+                        .map(|(k, r, m)| format!("{}:{:.1}", first + k, r - m))
+                        .collect();
+                    eprintln!("early viewer {vi} joined {:.2} up {} nat {} lags {}", v.joined, v.upload_x, v.nat, lags.join(" "));
+                }
                 if p.stalled_s > 8.0 && v.joined < 10.0 && vi % 7 == 0 {
                     let missing: Vec<usize> = v
                         .ready

@@ -153,6 +153,7 @@ impl<P: PeerId> TreeMesh<P> {
         if segment.seq >= start {
             self.window
                 .insert(segment, self.cfg.block_size, self.cfg.window_segments, self.now);
+            self.plan_start();
         }
     }
 

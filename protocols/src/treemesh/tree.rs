@@ -25,12 +25,6 @@ impl<P: PeerId> TreeMesh<P> {
     ) {
         self.joined = true;
         self.joined_at = self.now;
-        // The startup rule: the second segment (the newest) must have `min_slack_s` between its making and its
-        // deadline, one segment after playback starts.
-        if let Some(age) = live_age_s {
-            let wait = self.cfg.min_slack_s - age - self.cfg.segment_s;
-            self.player.earliest = Some(self.now + wait.max(0.0));
-        }
         let newest = tail.iter().map(|s| s.seq).max();
         for info in &tail {
             // When it was made, as far as known: when it would have been heard of had we been there.
@@ -50,6 +44,7 @@ impl<P: PeerId> TreeMesh<P> {
                 .max(tail.iter().map(|s| s.seq).min().unwrap_or(0));
             self.player.start = Some(start);
             self.window.skip_below(start);
+            self.plan_start();
         }
         self.root = root;
         self.on_candidates(candidates);
@@ -58,6 +53,19 @@ impl<P: PeerId> TreeMesh<P> {
         // The first segment is old enough that nearly every peer holds it: ask for it at once, without waiting for
         // the probes' answers.
         self.pump_pulls();
+    }
+
+    /// The startup rule: playback starts one segment behind the live edge — with the first segment, once the next
+    /// exists — and not before that next one has [`super::Config::min_slack_s`] between its making and its deadline
+    /// (one segment after playback starts). Set once the next segment is known.
+    pub(super) fn plan_start(&mut self) {
+        if self.player.earliest.is_some() || self.cfg.role != Role::Viewer {
+            return;
+        }
+        let Some(next) = self.player.start.and_then(|s| self.window.get(s + 1)) else {
+            return;
+        };
+        self.player.earliest = Some(next.heard_at + self.cfg.min_slack_s - self.cfg.segment_s);
     }
 
     pub(super) fn on_candidates(&mut self, candidates: Vec<(P, bool)>) {

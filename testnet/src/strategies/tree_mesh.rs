@@ -175,6 +175,10 @@ impl TreeMeshSim {
             outputs.push(o);
         }
         let wake = m.poll_timeout();
+        if peer != BROADCASTER {
+            // The player's startup plan, set once the segment after its first is known.
+            core.viewers[peer as usize].play_from = m.play_from();
+        }
         if debug && peer != BROADCASTER && m.parent().is_some() {
             let joined = core.viewers[peer as usize].joined;
             let now = core.now;
@@ -468,7 +472,7 @@ impl Strategy for TreeMeshSim {
                 live_age_s,
             },
         );
-        core.viewers[viewer].play_from = self.viewers[viewer].as_ref().and_then(TreeMesh::play_from);
+
     }
 
     fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>) {
