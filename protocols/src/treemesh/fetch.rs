@@ -39,8 +39,7 @@ impl<P: PeerId> TreeMesh<P> {
         if seg.info.seq < start || seg.is_complete() {
             return None;
         }
-        let expected_start = self.joined_at + self.cfg.startup_s;
-        Some(self.player.due(seg.info.seq, self.cfg.segment_s, expected_start))
+        Some(self.player.due(seg.info.seq, self.cfg.segment_s, self.expected_start()))
     }
 
     /// How long fetching `blocks` from the origin is planned to take: as measured, but never more than

@@ -68,6 +68,20 @@ impl<P: PeerId> TreeMesh<P> {
         self.player.earliest = Some(next.heard_at + self.cfg.min_slack_s - self.cfg.segment_s);
     }
 
+    /// When playback is expected to start, before it has: the startup plan, and never before the startup rule allows
+    /// — for a viewer that came before the stream had two segments, once the next after its first is made, about a
+    /// segment after the first was heard of.
+    pub(super) fn expected_start(&self) -> f64 {
+        let plan = self.joined_at + self.cfg.startup_s;
+        match self.player.earliest {
+            Some(earliest) => plan.max(earliest),
+            None => match self.player.start.and_then(|s| self.window.get(s)) {
+                Some(first) => plan.max(first.heard_at + self.cfg.min_slack_s),
+                None => f64::INFINITY,
+            },
+        }
+    }
+
     pub(super) fn on_candidates(&mut self, candidates: Vec<(P, bool)>) {
         self.finding = false;
         self.probe(candidates);

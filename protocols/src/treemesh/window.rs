@@ -167,9 +167,7 @@ impl Player {
         let Some(offset) = seq.checked_sub(start) else {
             return f64::NEG_INFINITY;
         };
-        let start = self
-            .started_at
-            .unwrap_or_else(|| expected_start.max(self.earliest.unwrap_or(f64::NEG_INFINITY)));
+        let start = self.started_at.unwrap_or(expected_start);
         start + self.stalled + offset as f64 * segment_s
     }
 
