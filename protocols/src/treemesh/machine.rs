@@ -481,7 +481,12 @@ impl<P: PeerId> TreeMesh<P> {
         self.rooted
     }
 
-    /// Whether this peer is in the backbone (takes children); the broadcaster always is.
+    /// Whether this peer takes children (its capacity and policy allow).
+    pub fn forwards(&self) -> bool {
+        self.takes_children()
+    }
+
+    /// Whether this peer is in the backbone (has proven stable); the broadcaster always is.
     pub fn is_backbone(&self) -> bool {
         self.backbone
     }
@@ -573,6 +578,14 @@ impl<P: PeerId> TreeMesh<P> {
         (own + below).min(u32::from(super::message::MAX_FREE_ADVERTISED)) as u8
     }
 
+    /// Whether this peer is at the fringe of the forwarders: none of its children forwards. Only fringe peers offer
+    /// their free slots to leaves; a forwarder higher up keeps its free slots for forwarders, so that forwarders fill
+    /// the top of the tree and leaves hang below them (otherwise every slot freed near the top goes to the next
+    /// leaf to join, and the tree grows deeper over time).
+    pub(super) fn fringe(&self) -> bool {
+        !self.children.iter().any(|c| c.capable)
+    }
+
     /// The nearest place in this peer's subtree for a backbone newcomer (see [`Advert::backbone_room`]).
     pub(super) fn backbone_room(&self) -> Option<(P, u8)> {
         let leaf_child = self.children.iter().any(|c| !c.backbone);
@@ -589,7 +602,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// The nearest free slot in this peer's subtree that anyone can connect to (see [`Advert::room`]).
     pub(super) fn room_of(&self, any: bool) -> Option<(P, u8)> {
-        if self.spare_slots() > 0 && (self.cfg.reachable || any) {
+        if self.spare_slots() > 0 && (self.cfg.reachable || any) && self.fringe() {
             return Some((self.me, 0));
         }
         self.children

@@ -241,7 +241,11 @@ impl<P: PeerId> TreeMesh<P> {
                 k.rooted = false;
             }
         }
-        self.entry = grandparent.filter(|(_, _, rooted)| *rooted).map(|(id, ..)| id);
+        // A forwarder asks the grandparent first: its freed slot is a forwarder's, and the subtree stays where it
+        // was. A leaf goes through the broadcaster, to the fringe, like any joiner.
+        self.entry = grandparent
+            .filter(|(_, _, rooted)| *rooted && self.takes_children())
+            .map(|(id, ..)| id);
         self.try_attach();
         self.pump_pulls();
     }

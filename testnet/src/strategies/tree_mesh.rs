@@ -385,9 +385,13 @@ impl TreeMeshSim {
         let with_parent = live.iter().filter(|m| m.parent().is_some()).count();
         let backbone = live.iter().filter(|m| m.is_backbone()).count();
         let mut depths = [0usize; 16];
+        let mut leaves = [0usize; 16];
         for m in &live {
             if let Some(d) = m.depth() {
                 depths[d.min(15)] += 1;
+                if !m.forwards() {
+                    leaves[d.min(15)] += 1;
+                }
             }
         }
         let children: usize = live.iter().map(|m| m.children().count()).sum();
@@ -402,7 +406,7 @@ impl TreeMeshSim {
         let roots_backbone = roots.iter().filter(|m| m.is_backbone()).count();
         let orphans = live.iter().filter(|m| m.parent().is_none()).count();
         format!(
-            "{} live, {} with parent, {} backbone, {} children (root {}), mesh links {}, depths {:?}; unrooted {unrooted}, orphans {orphans}, fragment roots {} (attaching {roots_attaching}, backbone {roots_backbone})",
+            "{} live, {} with parent, {} backbone, {} children (root {}), mesh links {}, depths {:?} (leaves {:?}); unrooted {unrooted}, orphans {orphans}, fragment roots {} (attaching {roots_attaching}, backbone {roots_backbone})",
             live.len(),
             with_parent,
             backbone,
@@ -410,6 +414,7 @@ impl TreeMeshSim {
             root,
             mesh,
             depths,
+            &leaves[..8],
             roots.len()
         )
     }
