@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use streamrp2p_protocols::treemesh::{
-    Advert, BlockSource, Config, Input, Message, Output, Policy, Refusal, Role, SegmentInfo, TreeMesh, UploadKind,
+    Advert, AttachRequest, BlockSource, Config, Input, Message, Output, Policy, Refusal, Role, SegmentInfo, TreeMesh,
+    UploadKind,
 };
 
 const BITRATE: f64 = 312_500.0;
@@ -24,18 +25,25 @@ struct Net {
     machines: BTreeMap<u32, TreeMesh<u32>>,
     now: f64,
     origin_fetches: Vec<(u32, SegmentInfo, u16)>,
+    origin_cancels: Vec<(u32, u64, u16)>,
     pushes: Vec<(u32, u32, u64, u16)>,
     sent: Vec<(u32, u32, Message<u32>)>,
 }
 
 impl Net {
     fn new() -> Self {
+        Self::with_broadcaster_upload(10.0)
+    }
+
+    /// A network whose broadcaster uploads `upload_x` times the bitrate.
+    fn with_broadcaster_upload(upload_x: f64) -> Self {
         let mut machines = BTreeMap::new();
-        machines.insert(ROOT, TreeMesh::new(ROOT, config(Role::Broadcaster, 10.0), 1, 0.0));
+        machines.insert(ROOT, TreeMesh::new(ROOT, config(Role::Broadcaster, upload_x), 1, 0.0));
         Self {
             machines,
             now: 0.0,
             origin_fetches: Vec::new(),
+            origin_cancels: Vec::new(),
             pushes: Vec::new(),
             sent: Vec::new(),
         }
@@ -91,6 +99,7 @@ impl Net {
                             .handle(self.now, Input::Uploaded { to, kind });
                     }
                     Output::FetchOrigin { segment, block } => self.origin_fetches.push((from, segment, block)),
+                    Output::CancelOrigin { segment, block } => self.origin_cancels.push((from, segment.seq, block)),
                     Output::FindPeers | Output::SegmentComplete(_) => {}
                 }
             }
@@ -123,7 +132,15 @@ fn join(net: &mut Net, id: u32, cfg: Config, candidates: &[u32]) {
     net.add(id, cfg);
     let tail = Vec::new();
     let candidates = candidates.iter().map(|c| (*c, true)).collect();
-    net.input(id, Input::Join { tail, candidates });
+    net.input(
+        id,
+        Input::Join {
+            tail,
+            candidates,
+            broadcaster: Some(ROOT),
+            live_age_s: None,
+        },
+    );
 }
 
 /// A viewer that hears of segments 4 and 5 but of no peer.
@@ -134,28 +151,31 @@ fn join_knowing_no_one(net: &mut Net, id: u32) {
         Input::Join {
             tail: vec![segment(4), segment(5)],
             candidates: Vec::new(),
+            broadcaster: None,
+            live_age_s: None,
         },
     );
 }
 
-/// Has `asker` ask the root to be its parent; the root's refusal, if it refused.
-fn root_refusal(net: &mut Net, asker: u32) -> Option<(Refusal, Vec<u32>)> {
-    let attach = Message::Attach {
+/// What a reachable peer offering `slots` child slots asks of a parent.
+fn attach_request(slots: u32) -> Message<u32> {
+    Message::Attach(AttachRequest {
         from_seq: 0,
+        held: 0,
         reachable: true,
-        slots: 0,
-    };
-    net.input(
-        ROOT,
-        Input::Message {
-            from: asker,
-            message: attach,
-        },
-    );
-    net.sent.iter().rev().find_map(|(f, t, m)| match m {
-        Message::Rejected { reason, try_instead } if (*f, *t) == (ROOT, asker) => Some((*reason, try_instead.clone())),
-        _ => None,
+        slots,
+        stable: false,
+        max_depth: u8::MAX,
     })
+}
+
+/// Who accepted `joiner` as a child, by the messages sent.
+fn accepted_by(net: &Net, joiner: u32) -> Vec<u32> {
+    net.sent
+        .iter()
+        .filter(|(_, t, m)| *t == joiner && matches!(m, Message::Accepted { .. }))
+        .map(|(f, _, _)| *f)
+        .collect()
 }
 
 #[test]
@@ -189,57 +209,55 @@ fn a_joiner_probes_attaches_to_the_broadcaster_and_gets_blocks_pushed_cut_throug
 }
 
 #[test]
-fn a_full_parent_refuses_and_points_down_its_tree() {
+fn a_full_parent_passes_a_joiner_down_its_tree_and_never_exceeds_its_budget() {
     let mut net = Net::new();
-    // 10x upload at 1.5x per root child: six slots.
+    // 10x upload at 1.5x per root child: six slots, taken by 6x viewers that forward.
     for id in 1..=6 {
         join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
     }
     net.advance(1.0);
     assert_eq!(net.m(ROOT).children().count(), 6);
-    // Once stable, the 6x viewers are in the backbone and have room.
-    net.advance(5.0);
-    assert!(net.m(1).is_backbone());
+    assert!(net.m(1).forwards());
+    // A joiner asks the full root: the root passes its request down to a child with room (push-down placement),
+    // which takes it and answers the joiner directly.
     join(&mut net, 7, config(Role::Viewer, 0.5), &[ROOT]);
-    net.advance(8.0);
-    // The root's probe answer had no free slot but named peers; the joiner probed them and attached below.
+    net.advance(3.0);
     let parent = net.m(7).parent().expect("the joiner attached one level down");
     assert!((1..=6).contains(&parent));
     assert_eq!(net.m(7).depth(), Some(2));
-    // Asked anyway, the full root refuses and points down its tree.
-    join(&mut net, 8, config(Role::Viewer, 0.5), &[]);
-    let (reason, try_instead) = root_refusal(&mut net, 8).expect("the root refused a seventh child");
-    assert_eq!(reason, Refusal::Busy);
-    assert!(!try_instead.is_empty(), "it names backbone children");
-    assert!(try_instead.iter().all(|id| (1..=6).contains(id)));
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (ROOT, parent) && matches!(m, Message::Place { joiner: 7, .. })),
+        "the root placed the joiner"
+    );
+    assert_eq!(accepted_by(&net, 7), vec![parent], "one parent answered");
     assert_eq!(net.m(ROOT).children().count(), 6, "never beyond the budget");
 }
 
 #[test]
 fn a_backbone_peer_refuses_a_child_that_is_its_own_ancestor() {
-    let mut net = Net::new();
+    // A broadcaster with two child slots, both taken by forwarders: the third viewer hangs below one of them.
+    let mut net = Net::with_broadcaster_upload(3.0);
     join(&mut net, 1, config(Role::Viewer, 6.0), &[ROOT]);
+    join(&mut net, 3, config(Role::Viewer, 6.0), &[ROOT]);
     net.advance(6.0);
     assert!(net.m(1).is_backbone());
-    // 2 knows only 1, so it hangs below it.
-    join(&mut net, 2, config(Role::Viewer, 6.0), &[1]);
+    join(&mut net, 2, config(Role::Viewer, 6.0), &[ROOT]);
     net.advance(12.0);
-    assert_eq!(net.m(2).parent(), Some(1));
+    let parent = net.m(2).parent().expect("2 attached");
+    assert!(parent == 1 || parent == 3, "below a forwarder, not at the full root");
     assert!(net.m(2).is_backbone());
-    // 1 asking its own child to be its parent would close a loop.
-    let attach = Message::Attach {
-        from_seq: 0,
-        reachable: true,
-        slots: 4,
-    };
+    // Its parent asking it to be its own parent would close a loop.
+    let attach = attach_request(4);
     net.input(
         2,
         Input::Message {
-            from: 1,
+            from: parent,
             message: attach,
         },
     );
-    let answer = net.sent.iter().rev().find(|(f, t, _)| (*f, *t) == (2, 1)).unwrap();
+    let answer = net.sent.iter().rev().find(|(f, t, _)| (*f, *t) == (2, parent)).unwrap();
     assert!(
         matches!(
             answer.2,
@@ -329,7 +347,7 @@ fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
 #[test]
 fn a_full_tree_sends_a_joiner_straight_to_a_free_slot_levels_below() {
     let mut net = Net::new();
-    // The root's six slots go to 6x viewers, which take four children each once stable.
+    // The root's six slots go to 6x viewers, which take four children each.
     for id in 1..=6 {
         join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
     }
@@ -342,11 +360,32 @@ fn a_full_tree_sends_a_joiner_straight_to_a_free_slot_levels_below() {
     net.advance(12.0);
     assert!((1..=6).all(|id| net.m(id).children().count() == 4), "level 1 is full");
     assert_eq!(net.m(10).depth(), Some(2));
-    assert!(net.m(10).is_backbone());
-    // Asked anyway, the full root names the free slot two levels down first.
-    net.add(99, config(Role::Viewer, 0.5));
-    let (_, try_instead) = root_refusal(&mut net, 99).expect("the root refused");
-    assert_eq!(try_instead.first(), Some(&10));
+    assert!(net.m(10).forwards());
+    // A newcomer asking the full root lands in the free slot two levels down.
+    join(&mut net, 99, config(Role::Viewer, 0.5), &[ROOT]);
+    net.advance(14.0);
+    assert_eq!(net.m(99).parent(), Some(10));
+    assert_eq!(net.m(99).depth(), Some(3));
+}
+
+#[test]
+fn a_forwarder_takes_the_place_of_a_leaf_which_moves_below_it() {
+    let mut net = Net::new();
+    // Six 0.5x leaves fill the root's six slots.
+    for id in 1..=6 {
+        join(&mut net, id, config(Role::Viewer, 0.5), &[ROOT]);
+    }
+    net.advance(1.0);
+    assert_eq!(net.m(ROOT).children().count(), 6);
+    // A 6x viewer would carry four more: it takes a leaf's slot (mTreebone's preemption)...
+    join(&mut net, 7, config(Role::Viewer, 6.0), &[ROOT]);
+    net.advance(4.0);
+    assert_eq!(net.m(7).parent(), Some(ROOT));
+    let displaced: Vec<u32> = (1..=6).filter(|id| net.m(*id).parent() != Some(ROOT)).collect();
+    assert_eq!(displaced.len(), 1, "exactly one leaf moved");
+    // ...and the leaf it displaced hangs below it, re-attached at once.
+    assert_eq!(net.m(displaced[0]).parent(), Some(7));
+    assert_eq!(net.m(ROOT).children().count(), 6);
 }
 
 #[test]
@@ -361,12 +400,17 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
         path: vec![ROOT],
         rooted: true,
         backbone: false,
+        forwards: false,
         spare_slots: 0,
         leaf_children: 0,
         reachable: true,
         newest: Some(4),
         oldest: Some(4),
         room: None,
+        backbone_room: None,
+        free: 0,
+        any_room: None,
+        any_free: 0,
     };
     let reply = Message::ProbeReply {
         advert,
@@ -389,6 +433,24 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
     // Once the origin has taken twice its usual time, the peer races it for the missing blocks.
     net.advance(2.0);
     assert!(wants(&net) > 0, "a hedged pull to the peer");
+    // The peer wins the race: the origin fetch of that block is called off.
+    let block = net
+        .sent
+        .iter()
+        .find_map(|(f, t, m)| match m {
+            Message::Want { segment, block } if (*f, *t) == (1, 2) && segment.seq == 4 => Some(*block),
+            _ => None,
+        })
+        .unwrap();
+    net.input(
+        1,
+        Input::Block {
+            from: BlockSource::Peer(2),
+            segment: segment(4),
+            block,
+        },
+    );
+    assert_eq!(net.origin_cancels, vec![(1, 4, block)]);
 }
 
 #[test]

@@ -2,14 +2,11 @@
 //! departures and playback, and the report.
 //!
 //! The simulator owns what is the same for every protocol: the broadcaster producing a segment every
-//! `segment_s`, viewers arriving uniformly over the join window and leaving after exponential lifetimes (each leaver
+//! `segment_s`, viewers arriving uniformly over the join window once the stream is live and leaving after exponential lifetimes (each leaver
 //! replaced by a new joiner), per-pair latency, the flow-level [`Network`], delivery of finished transfers, and the
 //! metrics. A [`Strategy`] decides who sends what to whom: the protocol under test drives it. Everything random
 //! comes from one seeded ChaCha generator, and events at the same virtual time run in the order they were
 //! scheduled, so a scenario and its seed give the same report every time.
-
-use dary_heap::QuaternaryHeap as BinaryHeap;
-use std::cmp::Reverse;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,9 +14,13 @@ use streamrp2p_protocols::playback;
 use streamrp2p_protocols::treemesh::SegmentInfo;
 
 use crate::network::{Completion, Finished, Network, NodeId};
+use crate::queue::EventQueue;
 use crate::report::{Report, peak_rss_mb};
 use crate::scenario::Scenario;
 use crate::stats::{jain_index, quantile};
+
+/// Segments the stream has when viewers start arriving: a player starts one segment behind the live edge.
+const LIVE_AFTER_SEGMENTS: f64 = 2.0;
 
 /// Where a viewer's bytes came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,22 +102,6 @@ enum Event {
     Sample,
 }
 
-/// A queue entry: the event itself waits in [`Core::pending`] so that the heap moves 24 bytes, not the event. The
-/// time is kept as its IEEE-754 bits, which order like the times themselves for the non-negative times of a run:
-/// comparing integers is the heap's inner loop.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Scheduled {
-    at_bits: u64,
-    order: u64,
-    slot: u32,
-}
-
-impl Scheduled {
-    fn at(&self) -> f64 {
-        f64::from_bits(self.at_bits)
-    }
-}
-
 /// Payload and control byte counts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Bytes {
@@ -152,20 +137,20 @@ pub struct Core {
     pub segment_ready: Vec<f64>,
     /// Byte counts.
     pub bytes: Bytes,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    /// Events by time; each entry names its event's slot in `pending`, so that the queue moves 24 bytes, not the
+    /// event.
+    queue: EventQueue,
     pending: Vec<Option<Event>>,
     /// Flows of requests in progress, by tag, and requests called off before their flow started.
     requests: rustc_hash::FxHashMap<u64, crate::network::FlowId>,
     cancelled_requests: rustc_hash::FxHashSet<u64>,
     free_slots: Vec<u32>,
-    order: u64,
     events: u64,
     origin_per_second: Vec<f64>,
 }
 
 impl Core {
     fn schedule(&mut self, at: f64, event: Event) {
-        self.order += 1;
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.pending[slot as usize] = Some(event);
@@ -176,12 +161,7 @@ impl Core {
                 (self.pending.len() - 1) as u32
             }
         };
-        debug_assert!(at >= 0.0);
-        self.queue.push(Reverse(Scheduled {
-            at_bits: at.to_bits(),
-            order: self.order,
-            slot,
-        }));
+        self.queue.push(at, slot);
     }
 
     fn schedule_completions(&mut self, completions: Vec<Completion>) {
@@ -310,14 +290,6 @@ impl Core {
 }
 
 thread_local! {
-    /// Debug: lags by when the segment was made (5 s buckets).
-    pub static DEBUG_LAG_BY_TIME: std::cell::RefCell<std::collections::BTreeMap<u64, Vec<f64>>> = Default::default();
-    /// Debug: (steady state, viewer age at segment, lag).
-    pub static DEBUG_LAGS: std::cell::RefCell<Vec<(bool, f64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Debug: steady-state segments by how they came (1 push, 2 serve, 4 origin): (count, lag > 2.5 s).
-    pub static DEBUG_TAIL: std::cell::RefCell<std::collections::BTreeMap<u8, (u64, u64)>> = Default::default();
-    /// Debug: late segments by index since the first (1-3), else 10 (join phase) or 20 (steady).
-    pub static DEBUG_LATE: std::cell::RefCell<std::collections::BTreeMap<usize, u64>> = Default::default();
     /// Debug: events by kind.
     pub static DEBUG_COUNTS: std::cell::RefCell<[u64; 9]> = const { std::cell::RefCell::new([0; 9]) };
 }
@@ -366,12 +338,11 @@ impl<S: Strategy> Simulation<S> {
             viewers: Vec::new(),
             segment_ready: Vec::new(),
             bytes: Bytes::default(),
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             pending: Vec::new(),
             requests: rustc_hash::FxHashMap::default(),
             cancelled_requests: rustc_hash::FxHashSet::default(),
             free_slots: Vec::new(),
-            order: 0,
             events: 0,
             origin_per_second: Vec::new(),
             scenario,
@@ -383,8 +354,12 @@ impl<S: Strategy> Simulation<S> {
         for seq in 0..segments {
             core.schedule((seq + 1) as f64 * core.scenario.segment_s, Event::Segment(seq));
         }
+        // Viewers arrive once the stream is live — once it has the two segments a player starting one segment behind
+        // the live edge needs (before, a viewer would only wait for the broadcast to begin, which no protocol can
+        // shorten) — and uniformly over the join window from then on.
+        let live_at = LIVE_AFTER_SEGMENTS * core.scenario.segment_s;
         let mut arrivals: Vec<f64> = (0..core.scenario.viewers)
-            .map(|_| core.rng.random::<f64>() * core.scenario.join_window_s)
+            .map(|_| live_at + core.rng.random::<f64>() * core.scenario.join_window_s)
             .collect();
         arrivals.sort_by(f64::total_cmp);
         for at in arrivals {
@@ -401,11 +376,11 @@ impl<S: Strategy> Simulation<S> {
     /// Runs events up to virtual time `until` (or the end); returns whether any are left.
     pub fn run_until(&mut self, until: f64) -> bool {
         let end = self.core.scenario.duration_s;
-        while let Some(Reverse(next)) = self.core.queue.peek() {
+        while let Some(next) = self.core.queue.peek().copied() {
             if next.at() > until.min(end) {
                 return next.at() <= end;
             }
-            let Reverse(next) = self.core.queue.pop().expect("peeked");
+            self.core.queue.pop();
             let (at, slot) = (next.at(), next.slot);
             let event = self.core.pending[slot as usize]
                 .take()
@@ -431,7 +406,7 @@ impl<S: Strategy> Simulation<S> {
             // Rates are recomputed once for every event of the same instant: a sender's pushes of one block to its
             // children end together, and settling the rates after each of them in turn would re-time (and leave
             // stale) the completions of the others, O(children²) events per block.
-            let same_instant = self.core.queue.peek().is_some_and(|Reverse(n)| n.at() <= at);
+            let same_instant = self.core.queue.peek().is_some_and(|n| n.at() <= at);
             if !same_instant {
                 let completions = self.core.net.flush(self.core.now);
                 self.core.schedule_completions(completions);
@@ -592,10 +567,7 @@ impl<S: Strategy> Simulation<S> {
         let mut lags = Vec::new();
         let (mut stalled, mut watched, mut on_time, mut late) = (0.0, 0.0, 0u64, 0u64);
         let mut upload_use = Vec::new();
-        // Debugging: per 10 s of join time, viewers, those whose start took over 1.5 s, their stalled seconds.
-        let mut slow_starts = std::collections::BTreeMap::new();
-        let mut slow_examples = Vec::new();
-        for (vi, v) in core.viewers.iter().enumerate() {
+        for v in &core.viewers {
             let until = v.left.unwrap_or(end);
             // Playback runs one segment behind the live edge, so it cannot start before the segment after the
             // first exists: a viewer that arrived before the stream had two segments waits for the stream, and
@@ -603,92 +575,6 @@ impl<S: Strategy> Simulation<S> {
             let next_made = v.first_seq.and_then(|first| core.segment_ready.get(first as usize + 1));
             let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
             let p = playback::evaluate(join, v.play_from.unwrap_or(join), until, s.segment_s, &v.ready);
-            if self.debug && p.late > 0 {
-                // Which segments were late: by index since the first, and whether in the join phase.
-                let start = v.ready.first().copied().flatten().map(|f| f.max(join));
-                if let Some(start) = start {
-                    let mut playing = start;
-                    for k in 1..v.ready.len() {
-                        let due = playing + s.segment_s;
-                        if due >= until {
-                            break;
-                        }
-                        match v.ready[k] {
-                            Some(r) if r <= due => playing = due,
-                            r => {
-                                let bucket = if k < 4 {
-                                    k
-                                } else if v.joined < s.join_window_s + 30.0 {
-                                    10
-                                } else {
-                                    20
-                                };
-                                DEBUG_LATE.with(|l| *l.borrow_mut().entry(bucket).or_insert(0) += 1);
-                                if k <= 2 && v.joined > 15.0 {
-                                    eprintln!(
-                                        "late k=1: viewer {vi} joined {:.3} first {:?} start {start:.3} due {due:.3} ready {r:?} made {:?}",
-                                        v.joined,
-                                        v.first_seq,
-                                        core.segment_ready.get(v.first_seq.unwrap_or(0) as usize + 1)
-                                    );
-                                }
-                                playing = r.unwrap_or(until).min(until);
-                            }
-                        }
-                    }
-                }
-            }
-            if self.debug {
-                let bucket = slow_starts
-                    .entry((v.joined / 10.0) as u64 * 10)
-                    .or_insert((0, 0, 0.0f64));
-                bucket.0 += 1;
-                bucket.1 += usize::from(p.ttfb_s.is_none_or(|t| t > 1.5));
-                if p.ttfb_s.is_some_and(|t| t > 3.0) && slow_examples.len() < 8 && v.joined > 10.0 {
-                    slow_examples.push((vi, p.ttfb_s));
-                }
-                bucket.2 += p.stalled_s;
-                if v.joined > 5.0 && v.joined < 9.0 && vi % 60 == 0 {
-                    let first = v.first_seq.unwrap_or(0) as usize;
-                    let lags: Vec<String> = (0..8)
-                        .filter_map(|k| Some((k, v.ready.get(k).copied().flatten()?, core.segment_ready.get(first + k)?)))
-                        .map(|(k, r, m)| format!("{}:{:.1}", first + k, r - m))
-                        .collect();
-                    eprintln!("early viewer {vi} joined {:.2} up {} nat {} lags {}", v.joined, v.upload_x, v.nat, lags.join(" "));
-                }
-                if p.stalled_s > 8.0 && v.joined < 10.0 && vi % 7 == 0 {
-                    let missing: Vec<usize> = v
-                        .ready
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| r.is_none())
-                        .map(|(k, _)| k)
-                        .take(5)
-                        .collect();
-                    let made: Vec<f64> = (0..8)
-                        .filter_map(|k| core.segment_ready.get(v.first_seq.unwrap_or(0) as usize + k).copied())
-                        .collect();
-                    eprintln!(
-                        "viewer {vi} stalled {:.1} start {:?} play_from {:?} ready {:?} made {made:?}",
-                        p.stalled_s,
-                        p.ttfb_s.map(|t| t + join),
-                        v.play_from,
-                        &v.ready[..v.ready.len().min(8)]
-                    );
-                    eprintln!(
-                        "viewer {vi} first {:?} joined {:.2} missing {missing:?} blocks {:?}",
-                        v.first_seq,
-                        v.joined,
-                        missing
-                            .iter()
-                            .map(|k| format!("{:x}", v.blocks[*k]))
-                            .collect::<Vec<_>>()
-                    );
-                }
-                if p.stalled_s > 5.0 && slow_examples.len() < 12 && v.joined > 10.0 {
-                    slow_examples.push((vi, Some(-p.stalled_s)));
-                }
-            }
             ttfb.extend(p.ttfb_s);
             stalled += p.stalled_s;
             watched += p.watched_s;
@@ -698,34 +584,7 @@ impl<S: Strategy> Simulation<S> {
                 for (k, ready) in v.ready.iter().enumerate() {
                     // Lag is the delivery of live segments: those made before the viewer came are not counted.
                     match (ready, core.segment_ready.get(first as usize + k)) {
-                        (Some(ready), Some(made)) if *made >= v.joined => {
-                            lags.push(ready - made);
-                            if self.debug {
-                                let steady = *made > s.join_window_s + 30.0;
-                                let age = made - v.joined;
-                                DEBUG_LAGS.with(|l| l.borrow_mut().push((steady, age, ready - made)));
-                                DEBUG_LAG_BY_TIME.with(|l| {
-                                    l.borrow_mut()
-                                        .entry((*made / 5.0) as u64 * 5)
-                                        .or_default()
-                                        .push(ready - made)
-                                });
-                                if steady {
-                                    let kind = crate::strategies::tree_mesh::DEBUG_KINDS
-                                        .with(|m| m.borrow().get(&(vi, first + k as u64)).copied().unwrap_or(0));
-                                    let e = DEBUG_TAIL.with(|t| {
-                                        let mut t = t.borrow_mut();
-                                        let e = t.entry(kind).or_insert((0, 0));
-                                        e.0 += 1;
-                                        if ready - made > 2.5 {
-                                            e.1 += 1;
-                                        }
-                                        *e
-                                    });
-                                    let _ = e;
-                                }
-                            }
-                        }
+                        (Some(ready), Some(made)) if *made >= v.joined => lags.push(ready - made),
                         _ => {}
                     }
                 }
@@ -734,83 +593,6 @@ impl<S: Strategy> Simulation<S> {
             if capacity > 0.0 {
                 upload_use.push(v.uploaded / capacity);
             }
-        }
-        if self.debug {
-            eprintln!(
-                "joined at: (viewers, slow starts, stalled s) {slow_starts:?}; slow (node, ttfb): {slow_examples:?}"
-            );
-            let origin: Vec<u64> = core
-                .origin_per_second
-                .chunks(10)
-                .map(|c| (c.iter().sum::<f64>() / c.len() as f64 * 8.0 / 1e6) as u64)
-                .collect();
-            eprintln!("origin Mbit/s per 10 s: {origin:?}");
-            DEBUG_LAGS.with(|l| {
-                let l = l.borrow();
-                for (name, f) in [
-                    (
-                        "steady",
-                        Box::new(|x: &(bool, f64, f64)| x.0) as Box<dyn Fn(&(bool, f64, f64)) -> bool>,
-                    ),
-                    ("steady, age>30", Box::new(|x: &(bool, f64, f64)| x.0 && x.1 > 30.0)),
-                    ("join phase", Box::new(|x: &(bool, f64, f64)| !x.0)),
-                ] {
-                    let mut v: Vec<f64> = l.iter().filter(|x| f(x)).map(|x| x.2).collect();
-                    let n = v.len();
-                    let q: Vec<String> = [0.5, 0.9, 0.95, 0.99, 0.999]
-                        .iter()
-                        .map(|p| format!("{:.2}", quantile(&mut v, *p).unwrap_or(f64::NAN)))
-                        .collect();
-                    eprintln!("lag {name} ({n}): p50/90/95/99/99.9 {}", q.join(" / "));
-                }
-                crate::strategies::tree_mesh::DEBUG_ATTACHED.with(|a| {
-                    let a = a.borrow();
-                    for (name, lo, hi) in [
-                        ("join phase", 0.0, s.join_window_s),
-                        ("steady", s.join_window_s + 30.0, f64::INFINITY),
-                    ] {
-                        let mut t: Vec<f64> = a
-                            .values()
-                            .filter(|(j, _)| *j >= lo && *j < hi)
-                            .map(|(j, at)| at - j)
-                            .collect();
-                        let n = t.len();
-                        eprintln!(
-                            "time to first parent, {name} ({n}): p50 {:.2} p90 {:.2} p99 {:.2}",
-                            quantile(&mut t, 0.5).unwrap_or(f64::NAN),
-                            quantile(&mut t, 0.9).unwrap_or(f64::NAN),
-                            quantile(&mut t, 0.99).unwrap_or(f64::NAN)
-                        );
-                    }
-                });
-                DEBUG_LAG_BY_TIME.with(|l| {
-                    let mut l = l.borrow_mut();
-                    let line: Vec<String> = l
-                        .iter_mut()
-                        .take(8)
-                        .map(|(t, v)| {
-                            format!(
-                                "{t}: {:.2}/{:.2}",
-                                quantile(v, 0.5).unwrap_or(0.0),
-                                quantile(v, 0.95).unwrap_or(0.0)
-                            )
-                        })
-                        .collect();
-                    eprintln!("lag p50/p95 by made time: {}", line.join(", "));
-                });
-                DEBUG_LATE.with(|t| {
-                    eprintln!(
-                        "late segments by index (1-3), join phase (10), steady (20): {:?}",
-                        t.borrow()
-                    )
-                });
-                DEBUG_TAIL.with(|t| {
-                    eprintln!(
-                        "steady segments by source (1 push 2 pull 4 origin): (n, lag>2.5) {:?}",
-                        t.borrow()
-                    )
-                });
-            });
         }
         let b = core.bytes;
         let received = b.from_peers + b.from_broadcaster + b.from_origin;

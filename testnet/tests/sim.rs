@@ -95,14 +95,14 @@ fn tree_mesh_carries_a_small_stream_from_peers_and_is_reproducible() {
     let a = Simulation::new(small(Protocol::TreeMesh), TreeMeshSim::default()).run();
     let b = Simulation::new(small(Protocol::TreeMesh), TreeMeshSim::default()).run();
     assert_eq!(a.deterministic_part(), b.deterministic_part());
-    // A floor under what the tree-mesh does today, not the design's targets (issue 3 still owes those: this small
-    // run is dominated by its join phase, where the tree is still forming): most bytes from peers, the first segment
-    // within the design's 1.5 s, little control traffic.
-    assert!(a.offload.unwrap() > 0.8, "{a:?}");
+    // At 100 viewers the broadcaster's six children take a sixteenth of all bytes from it, not from viewers: offload
+    // cannot reach 0.95 here (it does at 300 viewers and more). Everything else meets the design's targets.
+    assert!(a.offload.unwrap() > 0.85, "{a:?}");
     assert!(a.ttfb_p95_s.unwrap() <= 1.5, "{a:?}");
-    assert!(a.availability.unwrap() > 0.85, "{a:?}");
-    assert!(a.rebuffer_ratio.unwrap() < 0.06, "{a:?}");
-    assert!(a.control_overhead_ratio.unwrap() < 0.03, "{a:?}");
+    assert!(a.availability.unwrap() >= 0.999, "{a:?}");
+    assert!(a.rebuffer_ratio.unwrap() <= 0.01, "{a:?}");
+    assert!(a.duplicate_ratio.unwrap() <= 0.02, "{a:?}");
+    assert!(a.control_overhead_ratio.unwrap() <= 0.03, "{a:?}");
 }
 
 /// The `1k` scenario's shape at 300 viewers for 2 minutes: what CI can afford of it.
@@ -116,18 +116,18 @@ fn three_hundred() -> Scenario {
 }
 
 #[test]
-fn tree_mesh_meets_the_start_stall_and_control_targets_at_300_viewers_with_churn() {
+fn tree_mesh_meets_the_design_targets_at_300_viewers_with_churn() {
     let r = Simulation::new(three_hundred(), TreeMeshSim::default()).run();
-    // The design's targets that the tree-mesh meets at this size (and at 1,000 viewers, see the README).
+    // Every target of the design (issue 3's acceptance, checked at 1,000 and 10,000 viewers by the README's runs).
+    assert!(r.offload.unwrap() >= 0.95, "{r:?}");
     assert!(r.ttfb_p95_s.unwrap() <= 1.5, "{r:?}");
     assert!(r.rebuffer_ratio.unwrap() <= 0.01, "{r:?}");
+    assert!(r.lag_p95_s.unwrap() <= 2.5, "{r:?}");
+    assert!(r.availability.unwrap() >= 0.9999, "{r:?}");
+    assert!(r.duplicate_ratio.unwrap() <= 0.02, "{r:?}");
     assert!(r.control_overhead_ratio.unwrap() <= 0.03, "{r:?}");
-    // Floors under the rest, which issue 3 still owes (offload ≥ 0.95, availability ≥ 0.9999, lag p95 ≤ 2.5 s,
-    // duplicates ≤ 0.02): half of this short run is the join phase, where the tree is still forming.
-    assert!(r.offload.unwrap() > 0.9, "{r:?}");
-    assert!(r.availability.unwrap() > 0.99, "{r:?}");
-    assert!(r.lag_p95_s.unwrap() < 3.0, "{r:?}");
-    assert!(r.duplicate_ratio.unwrap() < 0.08, "{r:?}");
+    // The origin only fills gaps: its peak stays far below the 750 Mbit/s that 300 HLS players would draw.
+    assert!(r.origin_peak_mbps.unwrap() < 100.0, "{r:?}");
 }
 
 #[test]

@@ -258,7 +258,16 @@ impl<P: PeerId> TreeMesh<P> {
         if starting {
             return seg.all() & !seg.have & !seg.from_origin;
         }
-        let slow_since = self.now - self.cfg.slow_pull_s;
+        // A pull is given up on when it is slow to answer, or when the origin's last chance for the segment has come
+        // (a rescue pull sent just before would otherwise keep the origin waiting past the deadline).
+        let last_chance = self
+            .due(seg)
+            .is_some_and(|due| self.now >= due - self.cfg.deadline_margin_s - self.origin_s(seg.all() & !seg.have));
+        let slow_since = if last_chance {
+            f64::INFINITY
+        } else {
+            self.now - self.cfg.slow_pull_s
+        };
         let slow = self
             .pulls
             .iter()

@@ -7,26 +7,33 @@
 //!
 //! # The algorithm
 //!
-//! **Backbone tree (after mTreebone, Wang, Xiong and Liu, ICDCS 2007).** Peers that have proven stable — in the
-//! stream for [`Config::stable_after_s`] — and whose upload budget pays for at least
-//! [`Config::backbone_min_slots`] children at [`Config::child_rate_x`] times the bitrate form a tree rooted at the
-//! broadcaster. Every peer, backbone or not, has one parent in that tree, which pushes it every block as soon as
-//! the block is verified (cut-through: never waiting for the segment). Peers outside the backbone are the tree's
-//! leaves ("outskirts" in mTreebone). The root's children get their own rate ([`Config::root_child_rate_x`]), and
-//! a peer that learns of a free slot nearer the root moves there (mTreebone's low-delay jump). Each peer knows its
-//! path from the root; a peer never accepts a child that is on its own path, and a peer that finds itself on its
-//! parent's path leaves it, so no loop survives.
+//! **Backbone tree (after mTreebone, Wang, Xiong and Liu, ICDCS 2007).** Every viewer has one parent in a tree
+//! rooted at the broadcaster, which pushes it every block as soon as the block is verified (cut-through: never
+//! waiting for the segment). Peers whose upload budget pays for at least [`Config::backbone_min_slots`] children at
+//! [`Config::child_rate_x`] times the bitrate forward (take children); the others are the tree's leaves ("outskirts"
+//! in mTreebone). Forwarders sit above leaves: a forwarder takes the slot of a leaf, which moves below it
+//! (mTreebone's high-degree preemption), and one that has proven stable — in the stream for
+//! [`Config::stable_after_s`], the backbone proper — also takes precedence over forwarders that have not. A stable
+//! forwarder asks the root now and then for a place at least two levels higher (mTreebone's low-delay jump), so the
+//! top of the tree fills with peers that stay and forward. The root's children get their own rate
+//! ([`Config::root_child_rate_x`]). Each peer knows its path from the root; a peer never accepts a child that is on
+//! its own path, and a peer that finds itself on its parent's path leaves it, so no loop survives.
 //!
-//! **Join.** A joiner gets a few of the stream's peers from discovery (the DHT), probes them — which measures the
-//! latency and returns their place in the tree, free slots, held segments and a few more peers (peer exchange, as
-//! in HyParView's shuffle) — then asks the candidate with the best mix of few hops and low latency to be its parent;
-//! a full parent answers with the free slots nearest below it, which every backbone peer keeps track of from its
-//! children's adverts (a directory of free slots, kept current up the tree), so a joiner attaches in one step
-//! instead of descending a level per round trip. The joiner starts one segment behind the live
-//! edge. It plans to play [`Config::startup_s`] after joining: that first segment is pulled, striped block by block,
-//! from the probed peers that hold it, and the origin is asked just in time for the blocks they would not deliver
-//! by then — so a burst of joiners does not land on the origin, and every later deadline gains the same slack. The
-//! next segments are pulled too, and the parent pushes from the one after.
+//! **Join (push-down placement, after SplitStream's, Castro et al., SOSP 2003).** A joiner asks the broadcaster
+//! (named by the stream's signed info) for a place. A full parent does not send the joiner back with a list: it
+//! passes the request down to the child whose subtree has the most room of the kind asked for (free slots for
+//! leaves, or a leaf to displace for a forwarder), counting off what it has passed on so that a burst of joiners
+//! spreads over the tree, and whoever takes the joiner answers it directly. Each peer keeps its subtree's room
+//! current from its children's adverts; only forwarders at the tree's fringe offer slots to leaves, so leaves never
+//! take the slots forwarders need near the top. Meanwhile the joiner probes the stream's peers it got from discovery
+//! (the DHT) — which measures the latency and returns their place, held segments and a few more peers (peer
+//! exchange, as in HyParView's shuffle) — for its mesh, and to attach to when the broadcaster cannot be reached.
+//!
+//! **Start.** The joiner starts one segment behind the live edge: that first segment is pulled at once, striped
+//! block by block over the peers that hold it, and the parent pushes from the next. Its player starts with the
+//! first segment whole, and not before the next one has [`Config::min_slack_s`] between its making and its
+//! deadline, so that the tree has time to deliver it; the origin is asked just in time for the blocks peers would
+//! not deliver by then.
 //!
 //! **Mesh (after CoolStreaming/DONet, Zhang et al., INFOCOM 2005, and PlumTree's lazy links).** Every viewer also
 //! keeps [`Config::mesh_degree`] neighbours, the nearest it knows, and tells them with a HAVE each time a segment is
@@ -34,14 +41,18 @@
 //! and pushed segments that are overdue — are pulled from neighbours that have them: the most urgent segment first
 //! and, among segments not yet urgent, the rarest first, a few pulls per neighbour at a time.
 //!
-//! **Repair.** When the parent leaves, detaches or lets segments fall overdue twice in a row, the peer tells its
-//! own subtree that it is cut off, keeps its children, pulls from the mesh meanwhile, and re-attaches to the best
-//! candidate it knows (or finds more through discovery) within [`Config::attach_timeout_s`] per try.
+//! **Repair.** When the parent leaves, detaches, or falls silent twice while peers around hold what it should
+//! have pushed, the peer tells its own subtree that it is cut off (a cut-off subtree takes no newcomers), keeps its
+//! children, pulls from the mesh meanwhile, and asks for a new place — a forwarder through its former grandparent,
+//! near where its subtree was, a leaf through the broadcaster — within [`Config::attach_timeout_s`] per try.
 //!
 //! **Capacity.** A peer advertises free slots out of its budget ([`Config::budget`], after the owner's
-//! [`Policy`]) and never accepts a child beyond them; pulls are served one at a time plus one per bitrate of budget
-//! the children leave free, and refused beyond that. A child's push queue holds at most
-//! [`Config::child_queue_segments`]; beyond it the oldest block is dropped, never queued without bound.
+//! [`Policy`]) and never accepts a child beyond them. Uploads go one block at a time at the full uplink —
+//! forwarding children first, then leaves, then pulls — so a block reaches a forwarder in one block's time on the
+//! link rather than a share of it; a pull that would wait longer than [`Config::max_serve_wait_s`] is refused. A
+//! child's push queue holds at most [`Config::child_queue_segments`]; beyond it the oldest block is dropped, never
+//! queued without bound. A child told by its forecast that the parent's push will be late says `Skip` for those
+//! blocks and takes them from the mesh or the origin, so the parent spends nothing on what would not be used.
 //!
 //! **Deadlines.** The built-in virtual player gives every segment a playback deadline. Before it, a pushed segment
 //! still incomplete is rescued from the mesh, and what still would be late is fetched from the HTTP origin block by

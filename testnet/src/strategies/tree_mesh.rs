@@ -17,10 +17,6 @@ use crate::sim::{Core, Source, Strategy};
 thread_local! {
     /// Debug: messages by kind.
     pub static MSG_COUNTS: std::cell::RefCell<std::collections::BTreeMap<String, u64>> = Default::default();
-    /// Debug: (joined, first attached) per viewer.
-    pub static DEBUG_ATTACHED: std::cell::RefCell<std::collections::HashMap<u32, (f64, f64)>> = Default::default();
-    /// Debug: how each (viewer, segment)'s fresh blocks came: 1 push, 2 serve, 4 origin.
-    pub static DEBUG_KINDS: std::cell::RefCell<std::collections::HashMap<(usize, u64), u8>> = Default::default();
 }
 
 /// The broadcaster's peer id.
@@ -169,7 +165,6 @@ impl TreeMeshSim {
 
     fn drive(&mut self, core: &mut Core, peer: u32) {
         let mut outputs = std::mem::take(&mut self.scratch);
-        let debug = self.debug;
         let Some(m) = self.machine(peer) else { return };
         while let Some(o) = m.poll_output() {
             outputs.push(o);
@@ -178,13 +173,6 @@ impl TreeMeshSim {
         if peer != BROADCASTER {
             // The player's startup plan, set once the segment after its first is known.
             core.viewers[peer as usize].play_from = m.play_from();
-        }
-        if debug && peer != BROADCASTER && m.parent().is_some() {
-            let joined = core.viewers[peer as usize].joined;
-            let now = core.now;
-            DEBUG_ATTACHED.with(|a| {
-                a.borrow_mut().entry(peer).or_insert((joined, now));
-            });
         }
         for output in outputs.drain(..) {
             if self.trace == Some(peer) {
@@ -477,7 +465,6 @@ impl Strategy for TreeMeshSim {
                 live_age_s,
             },
         );
-
     }
 
     fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>) {
@@ -564,14 +551,6 @@ impl Strategy for TreeMeshSim {
 
     fn on_delivered(&mut self, core: &mut Core, _viewer: usize, _from: NodeId, _seq: u64, fresh: u128, tag: u64) {
         let Some(t) = self.transfers.take(tag) else { return };
-        if self.debug && fresh != 0 {
-            let bit = match t.kind {
-                Some(UploadKind::Push) => 1,
-                Some(UploadKind::Serve) => 2,
-                None => 4,
-            };
-            DEBUG_KINDS.with(|k| *k.borrow_mut().entry((t.to as usize, t.segment.seq)).or_insert(0) |= bit);
-        }
         if self.debug && fresh == 0 {
             let first = core.viewers[t.to as usize].first_seq.unwrap_or(0);
             let state = self.viewers[t.to as usize]
