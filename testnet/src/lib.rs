@@ -8,7 +8,6 @@
 //! - [`scenario`]: the TOML scenario (`testnet/scenarios/*.toml`), validated.
 //! - [`network`]: transfers between nodes whose upload and download capacities are shared by their concurrent
 //!   transfers; completion times in virtual seconds, recomputed as transfers start and end.
-//! - [`queue`]: the event queue (time buckets in front of a heap), ordered by time and then schedule order.
 //! - [`sim`]: the discrete-event simulator (virtual time, arrivals, churn, latency, delivery, playback, metrics),
 //!   driving a [`sim::Strategy`]: a protocol under test.
 //! - [`strategies`]: the protocols the simulator runs (`tree-mesh`, and the `gossipsub-flood` and `cdn-only` baselines).
@@ -17,7 +16,6 @@
 #![deny(missing_docs)]
 
 pub mod network;
-pub mod queue;
 pub mod report;
 pub mod scenario;
 pub mod sim;

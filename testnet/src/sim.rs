@@ -8,13 +8,15 @@
 //! comes from one seeded ChaCha generator, and events at the same virtual time run in the order they were
 //! scheduled, so a scenario and its seed give the same report every time.
 
+use dary_heap::QuaternaryHeap as BinaryHeap;
+use std::cmp::Reverse;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use streamrp2p_protocols::playback;
 use streamrp2p_protocols::treemesh::SegmentInfo;
 
 use crate::network::{Completion, Finished, Network, NodeId};
-use crate::queue::EventQueue;
 use crate::report::{Report, peak_rss_mb};
 use crate::scenario::Scenario;
 use crate::stats::{jain_index, quantile};
@@ -102,6 +104,22 @@ enum Event {
     Sample,
 }
 
+/// A queue entry: the event itself waits in [`Core::pending`] so that the heap moves 24 bytes, not the event. The
+/// time is kept as its IEEE-754 bits, which order like the times themselves for the non-negative times of a run:
+/// comparing integers is the heap's inner loop.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    at_bits: u64,
+    order: u64,
+    slot: u32,
+}
+
+impl Scheduled {
+    fn at(&self) -> f64 {
+        f64::from_bits(self.at_bits)
+    }
+}
+
 /// Payload and control byte counts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Bytes {
@@ -137,20 +155,20 @@ pub struct Core {
     pub segment_ready: Vec<f64>,
     /// Byte counts.
     pub bytes: Bytes,
-    /// Events by time; each entry names its event's slot in `pending`, so that the queue moves 24 bytes, not the
-    /// event.
-    queue: EventQueue,
+    queue: BinaryHeap<Reverse<Scheduled>>,
     pending: Vec<Option<Event>>,
     /// Flows of requests in progress, by tag, and requests called off before their flow started.
     requests: rustc_hash::FxHashMap<u64, crate::network::FlowId>,
     cancelled_requests: rustc_hash::FxHashSet<u64>,
     free_slots: Vec<u32>,
+    order: u64,
     events: u64,
     origin_per_second: Vec<f64>,
 }
 
 impl Core {
     fn schedule(&mut self, at: f64, event: Event) {
+        self.order += 1;
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 self.pending[slot as usize] = Some(event);
@@ -161,7 +179,12 @@ impl Core {
                 (self.pending.len() - 1) as u32
             }
         };
-        self.queue.push(at, slot);
+        debug_assert!(at >= 0.0);
+        self.queue.push(Reverse(Scheduled {
+            at_bits: at.to_bits(),
+            order: self.order,
+            slot,
+        }));
     }
 
     fn schedule_completions(&mut self, completions: Vec<Completion>) {
@@ -338,7 +361,8 @@ impl<S: Strategy> Simulation<S> {
             viewers: Vec::new(),
             segment_ready: Vec::new(),
             bytes: Bytes::default(),
-            queue: EventQueue::new(),
+            queue: BinaryHeap::new(),
+            order: 0,
             pending: Vec::new(),
             requests: rustc_hash::FxHashMap::default(),
             cancelled_requests: rustc_hash::FxHashSet::default(),
@@ -376,11 +400,11 @@ impl<S: Strategy> Simulation<S> {
     /// Runs events up to virtual time `until` (or the end); returns whether any are left.
     pub fn run_until(&mut self, until: f64) -> bool {
         let end = self.core.scenario.duration_s;
-        while let Some(next) = self.core.queue.peek().copied() {
+        while let Some(Reverse(next)) = self.core.queue.peek() {
             if next.at() > until.min(end) {
                 return next.at() <= end;
             }
-            self.core.queue.pop();
+            let Reverse(next) = self.core.queue.pop().expect("peeked");
             let (at, slot) = (next.at(), next.slot);
             let event = self.core.pending[slot as usize]
                 .take()
@@ -406,7 +430,7 @@ impl<S: Strategy> Simulation<S> {
             // Rates are recomputed once for every event of the same instant: a sender's pushes of one block to its
             // children end together, and settling the rates after each of them in turn would re-time (and leave
             // stale) the completions of the others, O(children²) events per block.
-            let same_instant = self.core.queue.peek().is_some_and(|n| n.at() <= at);
+            let same_instant = self.core.queue.peek().is_some_and(|Reverse(n)| n.at() <= at);
             if !same_instant {
                 let completions = self.core.net.flush(self.core.now);
                 self.core.schedule_completions(completions);
