@@ -1,9 +1,10 @@
 //! The virtual player: what a person watching would have seen, computed from when each segment became whole.
 //!
-//! Playback starts one segment behind the live edge: with the first segment the viewer fetches, as soon as it is
-//! whole — or, if the viewer's startup rule says so, a little later (see [`crate::treemesh::Config::min_slack_s`]). From then on segment `k + 1` is due when segment `k` has played for one segment duration; a segment that
-//! is not whole when due stalls playback until it is, and every later deadline moves by the stall (a player does not
-//! skip ahead). Times are seconds on any clock (virtual in the simulator, the node's monotonic clock in the node).
+//! Playback starts one segment behind the live edge: with the first segment the viewer fetches, as soon as it is whole
+//! — or, if the viewer's startup rule says so, a little later (see [`crate::treemesh::Config::min_slack_s`]). From then
+//! on segment `k + 1` is due when segment `k` has played for one segment duration; a segment that is not whole when due
+//! stalls playback until it is, and every later deadline moves by the stall (a player does not skip ahead). Times are
+//! seconds on any clock (virtual in the simulator, the node's monotonic clock in the node).
 
 /// What a viewer saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -59,6 +59,11 @@ impl Net {
         self.run();
     }
 
+    /// Delivers `message` from `from` to `to`, and everything that follows from it.
+    fn receive(&mut self, to: u32, from: u32, message: Message<u32>) {
+        self.input(to, Input::Message { from, message });
+    }
+
     /// Carries out every output until all machines are quiet: messages, pushes and serves arrive at once.
     fn run(&mut self) {
         loop {
@@ -143,6 +148,13 @@ fn join(net: &mut Net, id: u32, cfg: Config, candidates: &[u32]) {
     );
 }
 
+/// Six viewers of `upload_x` times the bitrate join: the default broadcaster's six child slots.
+fn fill_the_root(net: &mut Net, upload_x: f64) {
+    for id in 1..=6 {
+        join(net, id, config(Role::Viewer, upload_x), &[ROOT]);
+    }
+}
+
 /// A viewer that hears of segments 4 and 5 but of no peer.
 fn join_knowing_no_one(net: &mut Net, id: u32) {
     net.add(id, config(Role::Viewer, 1.5));
@@ -212,9 +224,7 @@ fn a_joiner_probes_attaches_to_the_broadcaster_and_gets_blocks_pushed_cut_throug
 fn a_full_parent_passes_a_joiner_down_its_tree_and_never_exceeds_its_budget() {
     let mut net = Net::new();
     // 10x upload at 1.5x per root child: six slots, taken by 6x viewers that forward.
-    for id in 1..=6 {
-        join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
-    }
+    fill_the_root(&mut net, 6.0);
     net.advance(1.0);
     assert_eq!(net.m(ROOT).children().count(), 6);
     assert!(net.m(1).forwards());
@@ -249,14 +259,7 @@ fn a_backbone_peer_refuses_a_child_that_is_its_own_ancestor() {
     assert!(parent == 1 || parent == 3, "below a forwarder, not at the full root");
     assert!(net.m(2).is_backbone());
     // Its parent asking it to be its own parent would close a loop.
-    let attach = attach_request(4);
-    net.input(
-        2,
-        Input::Message {
-            from: parent,
-            message: attach,
-        },
-    );
+    net.receive(2, parent, attach_request(4));
     let answer = net.sent.iter().rev().find(|(f, t, _)| (*f, *t) == (2, parent)).unwrap();
     assert!(
         matches!(
@@ -286,16 +289,11 @@ fn a_metered_peer_uploads_nothing() {
     assert!(net.m(1).has_segment(0));
     assert!(!net.m(1).is_backbone(), "metered peers take no children");
     join(&mut net, 2, config(Role::Viewer, 1.5), &[1]);
-    net.input(
-        1,
-        Input::Message {
-            from: 2,
-            message: Message::Want {
-                segment: segment(0),
-                block: 0,
-            },
-        },
-    );
+    let want = Message::Want {
+        segment: segment(0),
+        block: 0,
+    };
+    net.receive(1, 2, want);
     assert!(
         net.pushes.iter().all(|p| p.0 != 1),
         "nothing served or pushed by the metered peer"
@@ -348,9 +346,7 @@ fn a_segment_no_peer_delivers_comes_from_the_origin_before_its_deadline() {
 fn a_full_tree_sends_a_joiner_straight_to_a_free_slot_levels_below() {
     let mut net = Net::new();
     // The root's six slots go to 6x viewers, which take four children each.
-    for id in 1..=6 {
-        join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
-    }
+    fill_the_root(&mut net, 6.0);
     net.advance(5.0);
     // Their 24 slots fill; one of the newcomers (10) has a 6x uplink and will have room of its own.
     for id in 10..34 {
@@ -372,9 +368,7 @@ fn a_full_tree_sends_a_joiner_straight_to_a_free_slot_levels_below() {
 fn a_forwarder_takes_the_place_of_a_leaf_which_moves_below_it() {
     let mut net = Net::new();
     // Six 0.5x leaves fill the root's six slots.
-    for id in 1..=6 {
-        join(&mut net, id, config(Role::Viewer, 0.5), &[ROOT]);
-    }
+    fill_the_root(&mut net, 0.5);
     net.advance(1.0);
     assert_eq!(net.m(ROOT).children().count(), 6);
     // A 6x viewer would carry four more: it takes a leaf's slot (mTreebone's preemption)...
@@ -416,13 +410,7 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
         advert,
         peers: Vec::new(),
     };
-    net.input(
-        1,
-        Input::Message {
-            from: 2,
-            message: reply,
-        },
-    );
+    net.receive(1, 2, reply);
     let wants = |net: &Net| {
         net.sent
             .iter()

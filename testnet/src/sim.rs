@@ -1,12 +1,12 @@
 //! The discrete-event simulator: virtual time, a queue of events, the network model, the viewers' arrivals,
 //! departures and playback, and the report.
 //!
-//! The simulator owns what is the same for every protocol: the broadcaster producing a segment every
-//! `segment_s`, viewers arriving uniformly over the join window once the stream is live and leaving after exponential lifetimes (each leaver
-//! replaced by a new joiner), per-pair latency, the flow-level [`Network`], delivery of finished transfers, and the
-//! metrics. A [`Strategy`] decides who sends what to whom: the protocol under test drives it. Everything random
-//! comes from one seeded ChaCha generator, and events at the same virtual time run in the order they were
-//! scheduled, so a scenario and its seed give the same report every time.
+//! The simulator owns what is the same for every protocol: the broadcaster producing a segment every `segment_s`,
+//! viewers arriving uniformly over the join window once the stream is live and leaving after exponential lifetimes
+//! (each leaver replaced by a new joiner), per-pair latency, the flow-level [`Network`], delivery of finished
+//! transfers, and the metrics. A [`Strategy`] decides who sends what to whom: the protocol under test drives it.
+//! Everything random comes from one seeded ChaCha generator, and events at the same virtual time run in the order they
+//! were scheduled, so a scenario and its seed give the same report every time.
 
 use dary_heap::QuaternaryHeap as BinaryHeap;
 use std::cmp::Reverse;

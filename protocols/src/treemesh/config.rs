@@ -106,13 +106,13 @@ pub struct Config {
     /// viewers, 1.4 s against 1.2 s: a fifth fewer duplicates, less from the origin, time to first segment p95 1.1 s;
     /// 1.6 s gains a little more but leaves too little margin under the target when the origin is busy.
     pub startup_s: f64,
-    /// The startup rule: a player starts with its first segment whole, once the second exists (one segment behind
-    /// the live edge), but not before the second has this long from being made to being due. A viewer that arrives just after a
-    /// segment is made would otherwise start with less buffer than the tree's lag needs, and take the second
-    /// segment's last blocks from the origin or stall on it; it waits up to `min_slack_s - segment_s` longer
-    /// instead (0.4 s past the usual start at most, with the default: time to first segment stays within the
-    /// design's 1.5 s). 3.4 s is the tree's lag at its 99th percentile (about 2.6 s at 10,000 viewers) plus the
-    /// deadline margin and an origin fetch.
+    /// The startup rule: a player starts with its first segment whole, once the second exists (one segment behind the
+    /// live edge), but not before the second has this long from being made to being due. A viewer that arrives just
+    /// after a segment is made would otherwise start with less buffer than the tree's lag needs, and take the second
+    /// segment's last blocks from the origin or stall on it; it waits up to `min_slack_s - segment_s` longer instead
+    /// (0.4 s past the usual start at most, with the default: time to first segment stays within the design's 1.5 s).
+    /// 3.4 s is the tree's lag at its 99th percentile (about 2.6 s at 10,000 viewers) plus the deadline margin and an
+    /// origin fetch.
     pub min_slack_s: f64,
     /// Interval of the maintenance tick (adverts, parent quality, promotion).
     pub tick_s: f64,

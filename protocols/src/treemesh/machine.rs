@@ -533,6 +533,11 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// This peer's advert.
     pub(super) fn advert(&self) -> Advert<P> {
+        self.advert_with(self.rooms())
+    }
+
+    /// This peer's advert, its subtree's rooms already worked out.
+    pub(super) fn advert_with(&self, rooms: Rooms<P>) -> Advert<P> {
         let (newest, oldest) = self.window.complete_range();
         Advert {
             path: self.path.clone(),
@@ -544,11 +549,11 @@ impl<P: PeerId> TreeMesh<P> {
             reachable: self.cfg.reachable,
             newest,
             oldest,
-            room: self.room_of(false),
-            backbone_room: self.backbone_room(),
-            free: self.free_of(false),
-            any_room: self.room_of(true),
-            any_free: self.free_of(true),
+            room: rooms.room,
+            backbone_room: rooms.backbone_room,
+            free: rooms.free,
+            any_room: rooms.any_room,
+            any_free: rooms.any_free,
         }
     }
 

@@ -126,20 +126,6 @@ impl<P: PeerId> TreeMesh<P> {
             );
             return;
         }
-        if std::env::var_os("PLACE_DEBUG").is_some() && (self.cfg.role == Role::Broadcaster || request.slots > 0) {
-            eprintln!(
-                "{:.2} {:?} (depth {}, backbone {}, spare {}) rejects {joiner:?} {request:?} hops {hops}: children {:?}",
-                self.now,
-                self.me,
-                self.path.len(),
-                self.backbone,
-                self.spare_slots(),
-                self.children
-                    .iter()
-                    .map(|c| (c.id, c.backbone, c.any_room, c.any_free, c.routed, c.backbone_room))
-                    .collect::<Vec<_>>()
-            );
-        }
         self.send(joiner, Message::Rejected { reason: Refusal::Busy });
     }
 
@@ -303,8 +289,9 @@ impl<P: PeerId> TreeMesh<P> {
             self.send(from, Message::Skip { seq, blocks });
         }
         // The new parent learns our free slots (and those below us) at once.
-        self.advertised_room = self.rooms();
-        let advert = self.advert();
+        let rooms = self.rooms();
+        self.advertised_room = rooms;
+        let advert = self.advert_with(rooms);
         self.send(from, Message::Update { advert });
     }
 

@@ -2,8 +2,7 @@
 //! a summary and optionally writes the JSON report.
 //!
 //! For protocol work: `SIM_DEBUG=1` prints event and message counts and, for tree-mesh, the topology every virtual
-//! minute (`SIM_EVERY=10`: every 10 s) and, per 10 s of join time, the viewers, those whose start took over 1.5 s
-//! and their stalled seconds; `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables and
+//! minute (`SIM_EVERY=10`: every 10 s); `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables and
 //! `SIM_TRACE=N` prints every input and output of viewer N's state machine (both with `SIM_DEBUG`).
 
 use std::path::PathBuf;
