@@ -117,7 +117,8 @@ fn three_hundred() -> Scenario {
 
 #[test]
 fn tree_mesh_meets_the_design_targets_at_300_viewers_with_churn() {
-    let r = Simulation::new(three_hundred(), TreeMeshSim::default()).run();
+    // With the machines' wake-ups checked: none is woken early while it would still have something to do.
+    let r = Simulation::new(three_hundred(), TreeMeshSim::default().checking_wakeups()).run();
     // Every target of the design (issue 3's acceptance, checked at 1,000 and 10,000 viewers by the README's runs).
     assert!(r.offload.unwrap() >= 0.95, "{r:?}");
     assert!(r.ttfb_p95_s.unwrap() <= 1.5, "{r:?}");

@@ -24,6 +24,15 @@ const ORIGIN_BACKOFF_S: f64 = 2.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
 const MIN_HEDGE_S: f64 = 0.5;
 
+/// What a segment's deadlines call for at one moment (see `TreeMesh::check_deadlines`).
+#[derive(Default)]
+struct DueNow {
+    /// Pushed blocks the parent would bring too late, to be pulled from neighbours that hold the segment.
+    mesh: u128,
+    /// The origin's turn has come, with the pushed blocks to take from the parent for it (maybe none).
+    origin: Option<u128>,
+}
+
 /// What a parent is expected to bring of a segment, and when (see `TreeMesh::forecast`).
 struct Forecast {
     expected: u128,
@@ -109,25 +118,43 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
-    /// For a segment this peer still needs: when the mesh must be asked for what the parent would bring too late,
-    /// and when the origin must be asked for what nobody would bring in time.
-    pub(super) fn check_times(&self, seg: &Segment) -> Option<(f64, f64)> {
+    /// When the deadlines of segment `seg` call for [`Self::handle_timeout`] next: now when they call for
+    /// something at once (a check time has passed and what it waited for came only later: a neighbour's HAVE for the
+    /// segment, a pull's end), else when the mesh must be asked for what the parent would bring too late, or the
+    /// origin for what nobody would bring in time. Exact, so that a wake-up never finds nothing to do; `None` when the
+    /// segment needs nothing more.
+    pub(super) fn segment_wake(&self, seg: &Segment) -> Option<f64> {
         let due = self.due(seg)?;
+        let now = self.now;
         let missing = seg.all() & !seg.have;
         let origin_s = self.origin_s(missing);
         let margin = self.cfg.deadline_margin_s;
         let forecast = self.forecast(seg);
-        let decide = |fetch_s: f64| {
+        let late = |fetch_s: f64| {
             forecast
                 .as_ref()
-                .map_or(f64::INFINITY, |f| self.late_after(seg, f, due - margin - fetch_s).1)
+                .map_or((0, f64::INFINITY), |f| self.late_after(seg, f, due - margin - fetch_s))
         };
-        let origin_at = if self.cfg.has_origin {
-            (due - margin - origin_s).min(decide(origin_s))
-        } else {
-            f64::INFINITY
-        };
-        Some((decide(RESCUE_S), origin_at.max(self.origin_down_until)))
+        let (mesh_late, mesh_at) = late(RESCUE_S);
+        if mesh_late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
+            return Some(now);
+        }
+        let mut wake = if mesh_at > now { mesh_at } else { f64::INFINITY };
+        if self.cfg.has_origin {
+            let (origin_late, origin_late_at) = late(origin_s);
+            let last_chance = due - margin - origin_s;
+            if now >= self.origin_down_until && (origin_late != 0 || (now >= last_chance && self.origin_open(seg) != 0))
+            {
+                return Some(now);
+            }
+            // Anything missing that the origin is not already sending may need it: blocks no one sends, slow pulls,
+            // and pushed blocks the parent would bring too late.
+            let origin_at = last_chance.min(origin_late_at).max(self.origin_down_until);
+            if origin_at > now && missing & !seg.from_origin != 0 {
+                wake = wake.min(origin_at);
+            }
+        }
+        Some(wake)
     }
 
     /// Runs whatever is due: probing over, attach timed out, pulls timed out, segments overdue.
@@ -178,24 +205,40 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
+    /// What the deadlines of `seg` call for at this moment.
+    fn due_now(&self, seg: &Segment) -> DueNow {
+        let Some(due) = self.due(seg) else {
+            return DueNow::default();
+        };
+        // The mesh is asked only when a neighbour already holds the segment: otherwise it would bring the blocks no
+        // sooner than the parent, and the origin's turn comes later.
+        let late = self.late_pushes(seg, due, RESCUE_S).0;
+        let mesh = if late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
+            late
+        } else {
+            0
+        };
+        let missing = seg.all() & !seg.have;
+        let origin = if self.cfg.has_origin && self.now >= self.origin_down_until {
+            let origin_s = self.origin_s(missing);
+            let late = self.late_pushes(seg, due, origin_s).0;
+            (late != 0 || self.now >= due - self.cfg.deadline_margin_s - origin_s).then_some(late)
+        } else {
+            None
+        };
+        DueNow { mesh, origin }
+    }
+
     fn check_deadlines(&mut self) {
-        let now = self.now;
         let mut to_mesh = Vec::new();
         let mut origin = Vec::new();
         for seg in self.window.iter_incomplete() {
-            let Some(due) = self.due(seg) else { continue };
-            // The mesh is asked only when a neighbour already holds the segment: otherwise it would bring the blocks
-            // no sooner than the parent, and the origin's turn comes later.
-            let late = self.late_pushes(seg, due, RESCUE_S).0;
-            if late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
-                to_mesh.push((seg.info.seq, late));
+            let due = self.due_now(seg);
+            if due.mesh != 0 {
+                to_mesh.push((seg.info.seq, due.mesh));
             }
-            let missing = seg.all() & !seg.have;
-            if self.cfg.has_origin && now >= self.origin_down_until {
-                let late = self.late_pushes(seg, due, self.origin_s(missing)).0;
-                if late != 0 || now >= due - self.cfg.deadline_margin_s - self.origin_s(missing) {
-                    origin.push((seg.info.seq, late));
-                }
+            if let Some(late) = due.origin {
+                origin.push((seg.info.seq, late));
             }
         }
         for (seq, late) in to_mesh {

@@ -402,7 +402,12 @@ impl<P: PeerId> TreeMesh<P> {
         self.out.pop_front()
     }
 
-    /// When [`Self::handle_timeout`] must be called next.
+    /// When [`Self::handle_timeout`] must be called next — ask again after every input, as an input may move it.
+    ///
+    /// The time is exact: it is never later than the moment a timeout would do something (the current time when
+    /// something is due already, say a pull the last input freed a neighbour for), and a timeout handled before it
+    /// does nothing. A driver may therefore sleep until it and nothing is lost or done late; the simulator checks
+    /// this contract in its tests.
     pub fn poll_timeout(&self) -> Option<f64> {
         let mut next = self.next_tick;
         let mut consider = |t: f64| {
@@ -415,8 +420,16 @@ impl<P: PeerId> TreeMesh<P> {
         }
         if let Some(a) = self.attempt {
             consider(a.deadline);
-        } else if self.joined && self.parent.is_none() && self.retry_attach_at > self.now {
-            consider(self.retry_attach_at);
+        } else if self.joined && self.cfg.role == Role::Viewer && self.parent.is_none() {
+            // When `try_attach` acts next: at the retry time with somewhere to attach, else when peers may be
+            // looked for again (unless a search is under way: its answer is an input).
+            let lost = self.entry.is_none() && self.root.is_none();
+            let find_at = match (lost, self.finding) {
+                (false, _) => 0.0,
+                (true, false) => self.last_find + self.cfg.find_interval_s,
+                (true, true) => f64::INFINITY,
+            };
+            consider(self.retry_attach_at.max(find_at).max(self.now));
         }
         for p in &self.pulls {
             consider(p.deadline);
@@ -425,21 +438,17 @@ impl<P: PeerId> TreeMesh<P> {
                 consider(slow_at);
             }
         }
+        if let Some(t) = self.next_pull_at() {
+            consider(t);
+        }
         let hedge_after = self.hedge_after();
         for f in self.origin.iter().filter(|f| !f.hedged) {
             consider(f.sent_at + hedge_after);
         }
         if self.joined && self.cfg.role == Role::Viewer {
             for seg in self.window.iter_incomplete() {
-                if let Some((mesh, origin)) = self.check_times(seg) {
-                    if mesh > self.now {
-                        consider(mesh);
-                    }
-                    // Anything missing that the origin is not already sending may need it: blocks no one sends, slow
-                    // pulls, and pushed blocks the parent would bring too late.
-                    if origin > self.now && seg.all() & !seg.have & !seg.from_origin != 0 {
-                        consider(origin);
-                    }
+                if let Some(t) = self.segment_wake(seg) {
+                    consider(t);
                 }
             }
         }

@@ -286,6 +286,40 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
+    /// When `pump_pulls` could next send a pull: blocks are waiting for a source, and one is free now (an input made
+    /// it so without pumping), or a neighbour's busy back-off ends or it becomes likely to hold the segment. `None`
+    /// when nothing waits for that.
+    pub(super) fn next_pull_at(&self) -> Option<f64> {
+        if self.cfg.role != Role::Viewer || !self.joined || self.pulls.len() >= self.cfg.max_pulls {
+            return None;
+        }
+        let start = self.player.start?;
+        let now = self.now;
+        self.window
+            .iter_incomplete()
+            .filter(|s| s.info.seq >= start && self.pull_open(s) != 0)
+            .flat_map(|s| {
+                let (seq, heard_at) = (s.info.seq, s.heard_at);
+                let old = seq + 1 < self.pull_before;
+                self.peers
+                    .list
+                    .iter()
+                    .filter(|k| usize::from(k.pulls) < self.cfg.max_pulls_per_peer && self.can_link(k.reachable))
+                    .filter_map(move |k| {
+                        let eligible = if k.holds(seq) || (old && k.newest.is_none_or(|n| n < seq)) {
+                            now
+                        } else if k.newest.is_none_or(|n| n < seq) && k.rooted {
+                            heard_at + LIKELY_BASE_S + f64::from(k.depth?) * LIKELY_PER_HOP_S
+                        } else {
+                            return None;
+                        };
+                        Some(eligible.max(k.busy_until))
+                    })
+            })
+            .map(|t| t.max(now))
+            .min_by(f64::total_cmp)
+    }
+
     /// Blocks of `seg` to pull: all that nobody sends, but of a segment the parent pushes only those it was told
     /// to skip.
     fn pull_open(&self, seg: &super::window::Segment) -> u128 {

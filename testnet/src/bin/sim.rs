@@ -1,5 +1,6 @@
-//! `sim SCENARIO.toml [--json REPORT.json]`: runs a scenario in the discrete-event simulator, shows progress, prints
-//! a summary and optionally writes the JSON report.
+//! `sim SCENARIO.toml [--seed N] [--json REPORT.json]`: runs a scenario in the discrete-event simulator, shows
+//! progress, prints a summary and optionally writes the JSON report. `--seed` replaces the scenario's seed: the same
+//! scenario with other draws of arrivals, lifetimes, capacities and latencies.
 //!
 //! For protocol work: `SIM_DEBUG=1` prints event and message counts and, for tree-mesh, the topology every virtual
 //! minute (`SIM_EVERY=10`: every 10 s); `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables and
@@ -29,19 +30,31 @@ fn run_scenario() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut scenario_path = None;
     let mut json = None;
+    let mut seed = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => json = Some(PathBuf::from(args.next().context("--json needs a file name")?)),
+            "--seed" => {
+                let value = args.next().context("--seed needs a number")?;
+                seed = Some(
+                    value
+                        .parse::<u64>()
+                        .with_context(|| format!("--seed {value:?} is not a number"))?,
+                );
+            }
             "-h" | "--help" => {
-                println!("usage: sim SCENARIO.toml [--json REPORT.json]");
+                println!("usage: sim SCENARIO.toml [--seed N] [--json REPORT.json]");
                 return Ok(());
             }
             _ if scenario_path.is_none() => scenario_path = Some(PathBuf::from(arg)),
-            _ => bail!("unexpected argument {arg:?}; usage: sim SCENARIO.toml [--json REPORT.json]"),
+            _ => bail!("unexpected argument {arg:?}; usage: sim SCENARIO.toml [--seed N] [--json REPORT.json]"),
         }
     }
-    let path = scenario_path.context("usage: sim SCENARIO.toml [--json REPORT.json]")?;
-    let scenario = Scenario::load(&path)?;
+    let path = scenario_path.context("usage: sim SCENARIO.toml [--seed N] [--json REPORT.json]")?;
+    let mut scenario = Scenario::load(&path)?;
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
     let report = match scenario.protocol {
         Protocol::CdnOnly => run(Simulation::new(scenario.clone(), CdnOnly::default())),
         Protocol::TreeMesh if std::env::var_os("SIM_DEBUG").is_some() => {

@@ -85,6 +85,8 @@ pub struct TreeMeshSim {
     transfers: Slab<Transfer>,
     config: Box<dyn Fn(&mut Config)>,
     debug: bool,
+    /// See [`TreeMeshSim::checking_wakeups`].
+    check_wakeups: bool,
     /// The viewer whose every input and output is printed (`SIM_TRACE=index`, with `SIM_DEBUG`).
     trace: Option<u32>,
 }
@@ -113,8 +115,18 @@ impl TreeMeshSim {
             transfers: Slab::default(),
             config: Box::new(tune),
             debug: std::env::var_os("SIM_DEBUG").is_some(),
+            check_wakeups: false,
             trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
         }
+    }
+
+    /// Checks the machines' wake-up contract as the run goes: a timer that fires before its machine's wake-up
+    /// time is set again for that time, which is right only if a timeout handled then would do nothing. With this
+    /// on, each such early timer runs the timeout on a copy of the machine and panics if the copy does anything.
+    /// Slow: for tests.
+    pub fn checking_wakeups(mut self) -> Self {
+        self.check_wakeups = true;
+        self
     }
 
     fn template(&mut self, core: &Core) -> Config {
@@ -604,8 +616,22 @@ impl Strategy for TreeMeshSim {
             MSG_COUNTS.with(|c| *c.borrow_mut().entry("timer-fired".into()).or_insert(0u64) += 1);
         }
         self.timer_at[slot] = f64::INFINITY;
-        let now = core.now;
+        let (now, check_wakeups) = (core.now, self.check_wakeups);
         let Some(m) = self.machine(peer) else { return };
+        // The machine's wake-up may have moved later since this timer was set (a block came in time): then there is
+        // nothing to run yet, and the timer is set again for the new time.
+        if let Some(wake) = m.poll_timeout().filter(|wake| *wake > now) {
+            if check_wakeups {
+                let mut copy = m.clone();
+                copy.handle_timeout(now);
+                if let Some(output) = copy.poll_output() {
+                    panic!("peer {peer} at {now}: woken early (its wake-up is {wake}), it would still do {output:?}");
+                }
+            }
+            self.timer_at[slot] = wake;
+            core.set_timer(wake, u64::from(peer));
+            return;
+        }
         m.handle_timeout(now);
         self.drive(core, peer);
     }
