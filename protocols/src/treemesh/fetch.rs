@@ -24,13 +24,16 @@ const ORIGIN_BACKOFF_S: f64 = 2.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
 const MIN_HEDGE_S: f64 = 0.5;
 
-/// What a segment's deadlines call for at one moment (see `TreeMesh::check_deadlines`).
-#[derive(Default)]
-struct DueNow {
-    /// Pushed blocks the parent would bring too late, to be pulled from neighbours that hold the segment.
+/// What a segment's deadlines call for at one moment (see `TreeMesh::deadlines`).
+struct Deadlines {
+    /// Pushed blocks the parent would bring too late, to be pulled now from neighbours that hold the segment.
     mesh: u128,
     /// The origin's turn has come, with the pushed blocks to take from the parent for it (maybe none).
     origin: Option<u128>,
+    /// When the mesh must be asked next if nothing arrives meanwhile (past or infinite when there is no such time).
+    mesh_at: f64,
+    /// When the origin must be asked next for what nobody would bring in time, likewise.
+    origin_at: f64,
 }
 
 /// What a parent is expected to bring of a segment, and when (see `TreeMesh::forecast`).
@@ -109,21 +112,10 @@ impl<P: PeerId> TreeMesh<P> {
         (late, self.now)
     }
 
-    /// For a segment the parent pushes: the blocks it would deliver too late to leave `fetch_s` before the deadline
-    /// for getting them elsewhere, and the time that set grows next if nothing more arrives meanwhile.
-    pub(super) fn late_pushes(&self, seg: &Segment, due: f64, fetch_s: f64) -> (u128, f64) {
-        match self.forecast(seg) {
-            Some(f) => self.late_after(seg, &f, due - self.cfg.deadline_margin_s - fetch_s),
-            None => (0, f64::INFINITY),
-        }
-    }
-
-    /// When the deadlines of segment `seg` call for [`Self::handle_timeout`] next: now when they call for
-    /// something at once (a check time has passed and what it waited for came only later: a neighbour's HAVE for the
-    /// segment, a pull's end), else when the mesh must be asked for what the parent would bring too late, or the
-    /// origin for what nobody would bring in time. Exact, so that a wake-up never finds nothing to do; `None` when the
-    /// segment needs nothing more.
-    pub(super) fn segment_wake(&self, seg: &Segment) -> Option<f64> {
+    /// What the deadlines of `seg` call for now, and when they will next; `None` when the segment needs nothing
+    /// more. One reckoning for both [`Self::check_deadlines`] and [`Self::segment_wake`], so that the wake-up always
+    /// finds due what it was asked for.
+    fn deadlines(&self, seg: &Segment) -> Option<Deadlines> {
         let due = self.due(seg)?;
         let now = self.now;
         let missing = seg.all() & !seg.have;
@@ -135,26 +127,50 @@ impl<P: PeerId> TreeMesh<P> {
                 .as_ref()
                 .map_or((0, f64::INFINITY), |f| self.late_after(seg, f, due - margin - fetch_s))
         };
+        // The mesh is asked only when a neighbour already holds the segment: otherwise it would bring the blocks no
+        // sooner than the parent, and the origin's turn comes later.
         let (mesh_late, mesh_at) = late(RESCUE_S);
-        if mesh_late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
-            return Some(now);
-        }
-        let mut wake = if mesh_at > now { mesh_at } else { f64::INFINITY };
-        if self.cfg.has_origin {
+        let mesh = if mesh_late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
+            mesh_late
+        } else {
+            0
+        };
+        let (origin, origin_at) = if self.cfg.has_origin {
             let (origin_late, origin_late_at) = late(origin_s);
             let last_chance = due - margin - origin_s;
-            if now >= self.origin_down_until && (origin_late != 0 || (now >= last_chance && self.origin_open(seg) != 0))
-            {
-                return Some(now);
-            }
+            let turn = now >= self.origin_down_until && (origin_late != 0 || now >= last_chance);
             // Anything missing that the origin is not already sending may need it: blocks no one sends, slow pulls,
             // and pushed blocks the parent would bring too late.
-            let origin_at = last_chance.min(origin_late_at).max(self.origin_down_until);
-            if origin_at > now && missing & !seg.from_origin != 0 {
-                wake = wake.min(origin_at);
-            }
+            let at = if missing & !seg.from_origin != 0 {
+                last_chance.min(origin_late_at).max(self.origin_down_until)
+            } else {
+                f64::INFINITY
+            };
+            (turn.then_some(origin_late), at)
+        } else {
+            (None, f64::INFINITY)
+        };
+        Some(Deadlines {
+            mesh,
+            origin,
+            mesh_at,
+            origin_at,
+        })
+    }
+
+    /// When the deadlines of segment `seg` call for [`Self::handle_timeout`] next: now when they call for
+    /// something at once (a check time has passed and what it waited for came only later: a neighbour's HAVE for the
+    /// segment, a pull's end), else when the mesh or the origin must be asked. Exact, so that a wake-up never finds
+    /// nothing to do; `None` when the segment needs nothing more.
+    pub(super) fn segment_wake(&self, seg: &Segment) -> Option<f64> {
+        let d = self.deadlines(seg)?;
+        let now = self.now;
+        // The origin's turn does something only if it has late pushes to take or blocks to ask for.
+        if d.mesh != 0 || d.origin.is_some_and(|late| late != 0 || self.origin_open(seg) != 0) {
+            return Some(now);
         }
-        Some(wake)
+        let future = |t: f64| if t > now { t } else { f64::INFINITY };
+        Some(future(d.mesh_at).min(future(d.origin_at)))
     }
 
     /// Runs whatever is due: probing over, attach timed out, pulls timed out, segments overdue.
@@ -205,39 +221,15 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
-    /// What the deadlines of `seg` call for at this moment.
-    fn due_now(&self, seg: &Segment) -> DueNow {
-        let Some(due) = self.due(seg) else {
-            return DueNow::default();
-        };
-        // The mesh is asked only when a neighbour already holds the segment: otherwise it would bring the blocks no
-        // sooner than the parent, and the origin's turn comes later.
-        let late = self.late_pushes(seg, due, RESCUE_S).0;
-        let mesh = if late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
-            late
-        } else {
-            0
-        };
-        let missing = seg.all() & !seg.have;
-        let origin = if self.cfg.has_origin && self.now >= self.origin_down_until {
-            let origin_s = self.origin_s(missing);
-            let late = self.late_pushes(seg, due, origin_s).0;
-            (late != 0 || self.now >= due - self.cfg.deadline_margin_s - origin_s).then_some(late)
-        } else {
-            None
-        };
-        DueNow { mesh, origin }
-    }
-
     fn check_deadlines(&mut self) {
         let mut to_mesh = Vec::new();
         let mut origin = Vec::new();
         for seg in self.window.iter_incomplete() {
-            let due = self.due_now(seg);
-            if due.mesh != 0 {
-                to_mesh.push((seg.info.seq, due.mesh));
+            let Some(d) = self.deadlines(seg) else { continue };
+            if d.mesh != 0 {
+                to_mesh.push((seg.info.seq, d.mesh));
             }
-            if let Some(late) = due.origin {
+            if let Some(late) = d.origin {
                 origin.push((seg.info.seq, late));
             }
         }
