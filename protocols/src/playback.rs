@@ -42,6 +42,19 @@ pub fn evaluate(
     segment_s: f64,
     ready_s: &[Option<f64>],
 ) -> PlaybackReport {
+    evaluate_with(join_s, earliest_start_s, end_s, segment_s, ready_s, |_| {})
+}
+
+/// [`evaluate`], calling `on_late` with the deadline of each segment that missed it (for reports of when the
+/// misses happened).
+pub fn evaluate_with(
+    join_s: f64,
+    earliest_start_s: f64,
+    end_s: f64,
+    segment_s: f64,
+    ready_s: &[Option<f64>],
+    mut on_late: impl FnMut(f64),
+) -> PlaybackReport {
     let mut report = PlaybackReport::default();
     let Some(Some(first)) = ready_s.first() else {
         return report;
@@ -66,6 +79,7 @@ pub fn evaluate(
             }
             ready => {
                 report.late += 1;
+                on_late(due);
                 let resumed = ready.unwrap_or(f64::INFINITY).min(end_s);
                 report.stalled_s += resumed - due;
                 if resumed >= end_s {
@@ -99,9 +113,11 @@ mod tests {
         // Playback starts at 1; segment 1 is due at 3 but whole at 4: one second of stall, then segment 2 is due
         // at 6 and whole at 5.
         let ready = [Some(1.0), Some(4.0), Some(5.0), Some(5.5)];
-        let r = evaluate(0.0, 0.0, 9.0, 2.0, &ready);
+        let mut missed = Vec::new();
+        let r = evaluate_with(0.0, 0.0, 9.0, 2.0, &ready, |due| missed.push(due));
         assert_eq!(r.stalled_s, 1.0);
         assert_eq!((r.on_time, r.late), (3, 1));
+        assert_eq!(missed, vec![3.0], "the deadline segment 1 missed");
         assert_eq!(r.rebuffer_ratio(), 1.0 / 8.0);
     }
 

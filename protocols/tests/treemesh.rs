@@ -178,6 +178,7 @@ fn attach_request(slots: u32) -> Message<u32> {
         slots,
         stable: false,
         max_depth: u8::MAX,
+        orphan: false,
     })
 }
 
@@ -405,6 +406,7 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
         free: 0,
         any_room: None,
         any_free: 0,
+        fringe: None,
     };
     let reply = Message::ProbeReply {
         advert,
@@ -461,4 +463,129 @@ fn the_same_seed_makes_the_same_choices() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+/// `id` leaves: its machine is gone, and every other machine notices.
+fn leave(net: &mut Net, id: u32) {
+    net.machines.remove(&id);
+    let others: Vec<u32> = net.machines.keys().copied().collect();
+    for other in others {
+        net.input(other, Input::PeerGone(id));
+    }
+}
+
+#[test]
+fn a_lost_forwarders_subtrees_keep_their_depth_under_a_recruit_from_the_fringe() {
+    // A broadcaster with two child slots, taken by 6x forwarders; below them eight more, four under each, with no
+    // children of their own: the fringe. Each comes once the one before has proven stable.
+    let mut net = Net::with_broadcaster_upload(3.0);
+    for id in [1, 2].into_iter().chain(10..18) {
+        join(&mut net, id, config(Role::Viewer, 6.0), &[ROOT]);
+        net.advance(net.now + 5.0);
+    }
+    assert!(
+        [1, 2].iter().all(|id| net.m(*id).children().count() == 4),
+        "level 1 is full"
+    );
+    assert!((10..18).all(|id| net.m(id).depth() == Some(2) && net.m(id).is_backbone()));
+    let orphans: Vec<u32> = net.m(1).children().collect();
+
+    // A level-1 forwarder leaves. Its grandparent, the root, keeps the slot for a fringe forwarder it recruits, and
+    // passes it the four orphans, which ask the root first.
+    net.sent.clear();
+    leave(&mut net, 1);
+    net.advance(net.now + 2.0);
+    // The orphans hang below the recruit or take the slot it left: either way, as deep as they were (without the
+    // recruit, one would take the root's slot and the other three would go a level down).
+    for orphan in &orphans {
+        assert_eq!(net.m(*orphan).depth(), Some(2), "orphan {orphan} kept its depth");
+    }
+    let recruit = net
+        .sent
+        .iter()
+        .find_map(|(f, t, m)| (*f == ROOT && *m == Message::Recruit).then_some(*t))
+        .expect("the root recruited");
+    assert!(!orphans.contains(&recruit), "the recruit comes from the other subtree");
+    assert_eq!(
+        net.m(recruit).parent(),
+        Some(ROOT),
+        "the recruit moved up into the freed place"
+    );
+    assert_eq!(net.m(ROOT).children().count(), 2, "never beyond the budget");
+}
+
+#[test]
+fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
+    // Peers 50 (the broadcaster), 60 and 70 are not machines here: the test answers for them, when it likes, so
+    // the viewer measures the latencies the test chooses.
+    let mut net = Net::new();
+    net.add(9, config(Role::Viewer, 1.5));
+    net.input(
+        9,
+        Input::Join {
+            tail: Vec::new(),
+            candidates: vec![(60, true), (70, true)],
+            broadcaster: Some(50),
+            live_age_s: None,
+        },
+    );
+    let advert = |spare_slots| Advert {
+        path: vec![50],
+        rooted: true,
+        backbone: true,
+        forwards: true,
+        spare_slots,
+        leaf_children: 0,
+        reachable: true,
+        newest: None,
+        oldest: None,
+        room: None,
+        backbone_room: None,
+        free: 0,
+        any_room: None,
+        any_free: 0,
+        fringe: None,
+    };
+    let reply = |spare| Message::ProbeReply {
+        advert: advert(spare),
+        peers: Vec::new(),
+    };
+    // 70 answers in 0.1 s (0.05 s away), 60 in 0.3 s; the broadcaster placed the viewer below 60, at level 2.
+    net.advance(0.1);
+    net.receive(9, 70, reply(2));
+    net.advance(0.3);
+    net.receive(9, 60, reply(1));
+    net.receive(9, 60, Message::Accepted { advert: advert(0) });
+    assert_eq!((net.m(9).parent(), net.m(9).depth()), (Some(60), Some(2)));
+
+    // In time it asks 70, as near the root and nearer to it, for a place no deeper than its own...
+    net.sent.clear();
+    let asked = |net: &Net| -> Vec<u8> {
+        net.sent
+            .iter()
+            .filter_map(|(f, t, m)| match m {
+                Message::Attach(r) if (*f, *t) == (9, 70) => Some(r.max_depth),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut t = net.now;
+    while asked(&net).is_empty() && t < 15.0 {
+        t += 0.25;
+        net.advance(t);
+    }
+    assert_eq!(asked(&net), vec![2]);
+    assert_eq!(
+        net.m(9).parent(),
+        Some(60),
+        "the old parent stays until the new one accepts"
+    );
+    // ...and lets 60 go once 70 has taken it.
+    net.receive(9, 70, Message::Accepted { advert: advert(1) });
+    assert_eq!((net.m(9).parent(), net.m(9).depth()), (Some(70), Some(2)));
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (9, 60) && *m == Message::Detach)
+    );
 }

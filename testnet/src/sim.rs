@@ -23,6 +23,8 @@ use crate::stats::{jain_index, quantile};
 
 /// Segments the stream has when viewers start arriving: a player starts one segment behind the live edge.
 const LIVE_AFTER_SEGMENTS: f64 = 2.0;
+/// Width of the buckets of the debug report of when segments missed their deadlines, seconds.
+const LATE_BUCKET_S: f64 = 4.0;
 
 /// Where a viewer's bytes came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -598,6 +600,7 @@ impl<S: Strategy> Simulation<S> {
         let mut ttfb = Vec::new();
         let mut lags = Vec::new();
         let (mut stalled, mut watched, mut on_time, mut late) = (0.0, 0.0, 0u64, 0u64);
+        let mut late_at: Vec<u64> = Vec::new();
         let mut upload_use = Vec::new();
         for v in &core.viewers {
             let until = v.left.unwrap_or(end);
@@ -606,7 +609,15 @@ impl<S: Strategy> Simulation<S> {
             // that wait is not the network's time to first byte.
             let next_made = v.first_seq.and_then(|first| core.segment_ready.get(first as usize + 1));
             let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
-            let p = playback::evaluate(join, v.play_from.unwrap_or(join), until, s.segment_s, &v.ready);
+            let p = playback::evaluate_with(join, v.play_from.unwrap_or(join), until, s.segment_s, &v.ready, |due| {
+                if self.debug {
+                    let bucket = (due / LATE_BUCKET_S) as usize;
+                    if late_at.len() <= bucket {
+                        late_at.resize(bucket + 1, 0);
+                    }
+                    late_at[bucket] += 1;
+                }
+            });
             ttfb.extend(p.ttfb_s);
             stalled += p.stalled_s;
             watched += p.watched_s;
@@ -629,6 +640,18 @@ impl<S: Strategy> Simulation<S> {
         let b = core.bytes;
         let received = b.from_peers + b.from_broadcaster + b.from_origin;
         let payload = received + b.duplicate;
+        if self.debug {
+            let when: Vec<String> = late_at
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| format!("{}s:{n}", i as f64 * LATE_BUCKET_S))
+                .collect();
+            eprintln!(
+                "late segments by deadline ({LATE_BUCKET_S} s buckets): {}",
+                when.join(" ")
+            );
+        }
         Report {
             name: s.name.clone(),
             protocol: s.protocol.name().to_owned(),

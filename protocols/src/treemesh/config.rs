@@ -53,6 +53,13 @@ pub struct Config {
     /// child's departure cut off a smaller share of the viewers (measured: 1.5 against 3.0 halved the rebuffer ratio
     /// at 3,000 viewers and was about even at 1,000).
     pub root_child_rate_x: f64,
+    /// A peer looks for a closer parent at most this often (see the closer module).
+    pub closer_after_s: f64,
+    /// What a closer parent must save — latency, plus a level's worth (0.1 s) for each level nearer the
+    /// root — for a move; 0 turns moving off.
+    pub closer_gain_s: f64,
+    /// Known peers not yet measured that each round of looking for a closer parent probes, for the next round.
+    pub closer_probes: usize,
     /// A viewer has proven stable after this long in the stream (mTreebone's age threshold).
     pub stable_after_s: f64,
     /// Fewest child slots that make a viewer worth placing in the backbone.
@@ -68,6 +75,9 @@ pub struct Config {
     pub probe_wait_s: f64,
     /// Time to wait for an attach answer before trying the next candidate.
     pub attach_timeout_s: f64,
+    /// How long a peer that lost a forwarding child keeps the slot, and holds the orphans, for the fringe forwarder
+    /// it recruited into the place (see the repair module): a few round trips.
+    pub recruit_timeout_s: f64,
     /// A pull not answered by then is given up and asked elsewhere.
     pub pull_timeout_s: f64,
     /// Pulls in flight at once, over all neighbours.
@@ -132,6 +142,9 @@ impl Config {
             policy: Policy::default(),
             child_rate_x: 1.5,
             root_child_rate_x: 1.5,
+            closer_after_s: 5.0,
+            closer_gain_s: 0.03,
+            closer_probes: 2,
             stable_after_s: 4.0,
             backbone_min_slots: 2,
             max_backbone_depth: 64,
@@ -139,6 +152,7 @@ impl Config {
             probe_count: 8,
             probe_wait_s: 0.4,
             attach_timeout_s: 2.0,
+            recruit_timeout_s: 1.0,
             pull_timeout_s: 6.0,
             max_pulls: 12,
             max_pulls_per_peer: 2,

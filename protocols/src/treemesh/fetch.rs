@@ -183,6 +183,7 @@ impl<P: PeerId> TreeMesh<P> {
         if self.attempt.is_some_and(|a| a.deadline <= now) {
             self.attempt = None;
         }
+        self.expire_recruiting();
         if self.parent.is_none() && self.attempt.is_none() && self.joined {
             self.try_attach();
         }

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{Config, Policy, Role};
 use super::message::{Advert, Message, SegmentInfo};
 use super::peers::Peers;
+use super::repair::Recruiting;
 use super::window::{Player, Window};
 
 /// What identifies a peer: a libp2p `PeerId` in the node, an index in the simulator.
@@ -179,6 +180,8 @@ pub(super) struct Child<P> {
     pub(super) free: u8,
     pub(super) any_room: Option<(P, u8)>,
     pub(super) any_free: u8,
+    /// The recruitable forwarder nearest below it, from its last advert.
+    pub(super) fringe: Option<(P, u8)>,
     /// Attach requests passed to it since its last advert, the last of them then.
     pub(super) routed: u8,
     pub(super) routed_at: f64,
@@ -195,6 +198,7 @@ pub(super) struct Rooms<P> {
     pub(super) free: u8,
     pub(super) any_room: Option<(P, u8)>,
     pub(super) any_free: u8,
+    pub(super) fringe: Option<(P, u8)>,
 }
 
 impl<P> Default for Rooms<P> {
@@ -205,6 +209,7 @@ impl<P> Default for Rooms<P> {
             free: 0,
             any_room: None,
             any_free: 0,
+            fringe: None,
         }
     }
 }
@@ -285,6 +290,10 @@ pub struct TreeMesh<P> {
     pub(super) retry_attach_at: f64,
     /// The last move up was asked for then.
     pub(super) last_jump: f64,
+    /// A move to a closer parent was last considered then.
+    pub(super) last_move: f64,
+    /// A forwarder recruited into the place of a lost child, and the orphans waiting for it.
+    pub(super) recruiting: Option<Recruiting<P>>,
     // The mesh.
     pub(super) peers: Peers<P>,
     pub(super) probe_until: Option<f64>,
@@ -340,6 +349,8 @@ impl<P: PeerId> TreeMesh<P> {
             entry: None,
             retry_attach_at: f64::NEG_INFINITY,
             last_jump: now,
+            last_move: now,
+            recruiting: None,
             peers: Peers::default(),
             probe_until: None,
             finding: false,
@@ -417,6 +428,9 @@ impl<P: PeerId> TreeMesh<P> {
         };
         if let Some(t) = self.probe_until {
             consider(t);
+        }
+        if let Some(r) = &self.recruiting {
+            consider(r.until);
         }
         if let Some(a) = self.attempt {
             consider(a.deadline);
@@ -563,6 +577,7 @@ impl<P: PeerId> TreeMesh<P> {
             free: rooms.free,
             any_room: rooms.any_room,
             any_free: rooms.any_free,
+            fringe: rooms.fringe,
         }
     }
 
@@ -574,6 +589,7 @@ impl<P: PeerId> TreeMesh<P> {
             free: self.free_of(false),
             any_room: self.room_of(true),
             any_free: self.free_of(true),
+            fringe: self.fringe_of(),
         }
     }
 
@@ -649,6 +665,7 @@ impl<P: PeerId> TreeMesh<P> {
             Message::Accepted { advert } => self.on_accepted(from, advert),
             Message::Rejected { .. } => self.on_rejected(),
             Message::Detach => self.on_detach(from),
+            Message::Recruit => self.on_recruit(from),
             Message::Update { advert } => self.on_update(from, advert),
             Message::MeshJoin { advert } => self.on_mesh_join(from, advert),
             Message::MeshReply { accepted, advert } => self.on_mesh_reply(from, accepted, advert),
@@ -665,7 +682,11 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     fn on_peer_gone(&mut self, peer: P) {
+        let lost_forwarder = self.children.iter().any(|c| c.id == peer && c.capable);
         self.children.retain(|c| c.id != peer);
+        if lost_forwarder {
+            self.recruit_for_orphans();
+        }
         self.serves.retain(|(to, ..)| *to != peer);
         self.advertise_changes();
         if self.parent.is_some_and(|p| p.id == peer) {
@@ -689,6 +710,7 @@ impl<P: PeerId> TreeMesh<P> {
                 self.try_attach();
             } else {
                 self.consider_jump();
+                self.consider_closer_parent();
             }
             self.fill_mesh();
         }

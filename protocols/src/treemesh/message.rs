@@ -44,6 +44,9 @@ pub struct AttachRequest {
     pub stable: bool,
     /// The deepest level the asker accepts (a peer moving up asks for a real gain or nothing).
     pub max_depth: u8,
+    /// The asker lost its parent and asks its grandparent: the grandparent may hold the request while a forwarder
+    /// it recruited moves into the freed place, and then pass it there (see the repair module).
+    pub orphan: bool,
 }
 
 /// A peer's place in the stream's topology as it advertises it.
@@ -85,6 +88,10 @@ pub struct Advert<P> {
     pub any_room: Option<(P, u8)>,
     /// See `any_room`.
     pub any_free: u8,
+    /// The nearest stable forwarder of its subtree (itself included) that accepts inbound connections and none of
+    /// whose children forwards, with how many levels below it is: the one a parent that loses a forwarder recruits
+    /// into the freed place (see the repair module).
+    pub fringe: Option<(P, u8)>,
 }
 
 /// Free slots a subtree advertises at most (beyond, the count would only cause traffic).
@@ -148,6 +155,9 @@ pub enum Message<P> {
     },
     /// The sender stops being our parent or child.
     Detach,
+    /// From an ancestor that lost a forwarding child: move up into the freed place, subtree and all (attach to the
+    /// sender); the lost child's orphans are then passed to us.
+    Recruit,
     /// The parent gave our slot to a backbone peer, which has room for us: attach there.
     Displaced {
         /// The backbone peer that took the slot.
@@ -211,15 +221,16 @@ impl<P> Message<P> {
             18 + (a.path.len()
                 + usize::from(a.room.is_some())
                 + usize::from(a.any_room.is_some())
-                + usize::from(a.backbone_room.is_some()))
+                + usize::from(a.backbone_room.is_some())
+                + usize::from(a.fringe.is_some()))
                 * PEER_ID_BYTES
         };
         MESSAGE_OVERHEAD_BYTES
             + match self {
-                Self::Probe | Self::Detach | Self::MeshLeave => 0,
+                Self::Probe | Self::Detach | Self::MeshLeave | Self::Recruit => 0,
                 Self::ProbeReply { advert: a, peers } => advert(a) + peers.len() * (PEER_ID_BYTES + 1),
-                Self::Attach(_) => 31,
-                Self::Place { .. } => 32 + PEER_ID_BYTES,
+                Self::Attach(_) => 32,
+                Self::Place { .. } => 33 + PEER_ID_BYTES,
                 Self::Displaced { .. } => PEER_ID_BYTES,
                 Self::Accepted { advert: a } | Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
                 Self::MeshReply { advert: a, .. } => 1 + advert(a),

@@ -28,6 +28,9 @@
 //! take the slots forwarders need near the top. Meanwhile the joiner probes the stream's peers it got from discovery
 //! (the DHT) — which measures the latency and returns their place, held segments and a few more peers (peer
 //! exchange, as in HyParView's shuffle) — for its mesh, and to attach to when the broadcaster cannot be reached.
+//! Placement cannot weigh latency (no peer on the way knows the joiner's distances), so a placed peer refines its
+//! link: it moves to a peer it has measured that is as near the root, has room for it, and is closer than its
+//! parent by [`Config::closer_gain_s`] (see the `closer` module), never deeper than it is.
 //!
 //! **Start.** The joiner starts one segment behind the live edge: that first segment is pulled at once, striped
 //! block by block over the peers that hold it, and the parent pushes from the next. Its player starts with the
@@ -44,7 +47,10 @@
 //! **Repair.** When the parent leaves, detaches, or falls silent twice while peers around hold what it should
 //! have pushed, the peer tells its own subtree that it is cut off (a cut-off subtree takes no newcomers), keeps its
 //! children, pulls from the mesh meanwhile, and asks for a new place — a forwarder through its former grandparent,
-//! near where its subtree was, a leaf through the broadcaster — within [`Config::attach_timeout_s`] per try.
+//! near where its subtree was, a leaf through the broadcaster — within [`Config::attach_timeout_s`] per try. The
+//! grandparent keeps the freed slot for a stable forwarder it recruits from the fringe of its subtree, and passes it
+//! the orphans, so that the lost forwarder's subtrees stay as deep as they were (the successor repair of tree
+//! overlays; see the `repair` module).
 //!
 //! **Capacity.** A peer advertises free slots out of its budget ([`Config::budget`], after the owner's
 //! [`Policy`]) and never accepts a child beyond them. Uploads go one block at a time at the full uplink —
@@ -63,6 +69,7 @@
 //! **Policy.** Metered peers upload nothing; background peers keep a quarter of their budget and stay out of the
 //! backbone; a target upload/download ratio stops serving once reached.
 
+mod closer;
 mod config;
 mod fetch;
 mod machine;
@@ -70,6 +77,7 @@ mod mesh;
 mod message;
 mod peers;
 mod place;
+mod repair;
 mod tree;
 mod upload;
 mod window;

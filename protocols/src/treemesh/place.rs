@@ -38,9 +38,10 @@ impl<P: PeerId> TreeMesh<P> {
         if self.now < self.retry_attach_at {
             return;
         }
+        let orphan = self.entry.is_some();
         let entry = self.entry.take().or(self.root);
         match entry {
-            Some(id) => self.attach_to(id, MAX_DEPTH as u8),
+            Some(id) => self.ask_place(id, MAX_DEPTH as u8, orphan),
             None if !self.finding && self.now - self.last_find >= self.cfg.find_interval_s => {
                 self.finding = true;
                 self.last_find = self.now;
@@ -52,6 +53,11 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Sends an attach request to `id`, accepting a place no deeper than `max_depth`.
     pub(super) fn attach_to(&mut self, id: P, max_depth: u8) {
+        self.ask_place(id, max_depth, false);
+    }
+
+    /// [`Self::attach_to`], saying whether we are an orphan asking its grandparent.
+    fn ask_place(&mut self, id: P, max_depth: u8, orphan: bool) {
         let (from_seq, held) = self.push_from();
         self.attempt = Some(Attempt {
             id,
@@ -65,6 +71,7 @@ impl<P: PeerId> TreeMesh<P> {
             slots: if self.capable() { self.cfg.child_slots() } else { 0 },
             stable: self.backbone,
             max_depth,
+            orphan,
         };
         self.send(id, Message::Attach(request));
     }
@@ -98,6 +105,9 @@ impl<P: PeerId> TreeMesh<P> {
         if joiner == self.me || self.path.contains(&joiner) {
             // The joiner is above us: taking it would close a loop.
             self.send(joiner, Message::Rejected { reason: Refusal::Loop });
+            return;
+        }
+        if self.recruit_arrived(joiner, request) || self.hold_orphan(joiner, request, hops) {
             return;
         }
         // A peer cut off from the broadcaster takes no newcomers until it is back: a place below it would be cut off
@@ -176,7 +186,7 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     /// Takes `joiner` as a child and starts pushing to it.
-    fn accept(&mut self, joiner: P, request: AttachRequest) {
+    pub(super) fn accept(&mut self, joiner: P, request: AttachRequest) {
         let mut child = Child {
             id: joiner,
             from_seq: request.from_seq,
@@ -192,6 +202,7 @@ impl<P: PeerId> TreeMesh<P> {
             free: 0,
             any_room: None,
             any_free: 0,
+            fringe: None,
             routed: 0,
             routed_at: 0.0,
             skips: VecDeque::new(),

@@ -210,6 +210,7 @@ impl<P: PeerId> TreeMesh<P> {
             c.any_room = advert.any_room;
             c.any_free = advert.any_free;
             c.backbone_room = advert.backbone_room;
+            c.fringe = advert.fringe;
             c.free = advert.free;
             c.routed = 0;
             self.advertise_changes();
@@ -289,12 +290,15 @@ impl<P: PeerId> TreeMesh<P> {
         self.cfg.child_slots() >= self.cfg.backbone_min_slots && !p.metered && !p.background && self.ratio_allows()
     }
 
-    /// Free child slots.
+    /// Free child slots (a slot kept for a recruited forwarder is not free).
     pub(super) fn spare_slots(&self) -> u32 {
         if !self.takes_children() {
             return 0;
         }
-        self.cfg.child_slots().saturating_sub(self.children.len() as u32)
+        let reserved = u32::from(self.recruiting.is_some());
+        self.cfg
+            .child_slots()
+            .saturating_sub(self.children.len() as u32 + reserved)
     }
 
     /// Backbone membership follows age, capacity and policy; children beyond what the budget pays for are let go.

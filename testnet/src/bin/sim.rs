@@ -2,8 +2,8 @@
 //! progress, prints a summary and optionally writes the JSON report. `--seed` replaces the scenario's seed: the same
 //! scenario with other draws of arrivals, lifetimes, capacities and latencies.
 //!
-//! For protocol work: `SIM_DEBUG=1` prints event and message counts and, for tree-mesh, the topology every virtual
-//! minute (`SIM_EVERY=10`: every 10 s); `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables and
+//! For protocol work: `SIM_DEBUG=1` prints event and message counts, how many segments missed their deadlines in
+//! each 4 s of the run and, for tree-mesh, the topology every virtual minute (`SIM_EVERY=10`: every 10 s); `SIM_TUNE=child_rate_x=2,mesh_degree=6,…` overrides tree-mesh tunables and
 //! `SIM_TRACE=N` prints every input and output of viewer N's state machine (both with `SIM_DEBUG`).
 
 use std::path::PathBuf;
@@ -72,6 +72,11 @@ fn run_scenario() -> Result<()> {
                             "mesh_degree" => c.mesh_degree = v as usize,
                             "startup_s" => c.startup_s = v,
                             "silence_s" => c.silence_s = v,
+                            "recruit_timeout_s" => c.recruit_timeout_s = v,
+                            "closer_after_s" => c.closer_after_s = v,
+                            "closer_gain_s" => c.closer_gain_s = v,
+                            "closer_probes" => c.closer_probes = v as usize,
+                            "max_backbone_depth" => c.max_backbone_depth = v as usize,
                             "max_pulls" => c.max_pulls = v as usize,
                             "max_pulls_per_peer" => c.max_pulls_per_peer = v as usize,
                             "serve_queue" => c.serve_queue = v as usize,

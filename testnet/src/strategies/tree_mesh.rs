@@ -432,19 +432,27 @@ fn seed(scenario_seed: u64, peer: u32) -> u64 {
     z ^ (z >> 31)
 }
 
+impl TreeMeshSim {
+    /// The broadcaster's machine, made when the stream starts: it holds every segment from the first.
+    fn start_broadcaster(&mut self, core: &Core) {
+        if self.broadcaster.is_some() {
+            return;
+        }
+        let mut cfg = self.template(core);
+        cfg.role = Role::Broadcaster;
+        cfg.upload_capacity = core.scenario.broadcaster_upload_x * core.scenario.bitrate_bytes();
+        self.broadcaster = Some(TreeMesh::new(
+            BROADCASTER,
+            cfg,
+            seed(core.scenario.seed, BROADCASTER),
+            core.now,
+        ));
+    }
+}
+
 impl Strategy for TreeMeshSim {
     fn on_join(&mut self, core: &mut Core, viewer: usize) {
-        if self.broadcaster.is_none() {
-            let mut cfg = self.template(core);
-            cfg.role = Role::Broadcaster;
-            cfg.upload_capacity = core.scenario.broadcaster_upload_x * core.scenario.bitrate_bytes();
-            self.broadcaster = Some(TreeMesh::new(
-                BROADCASTER,
-                cfg,
-                seed(core.scenario.seed, BROADCASTER),
-                core.now,
-            ));
-        }
+        self.start_broadcaster(core);
         let cfg = self.viewer_config(core, viewer);
         let id = viewer as u32;
         if self.viewers.len() <= viewer {
@@ -511,9 +519,7 @@ impl Strategy for TreeMeshSim {
     }
 
     fn on_segment(&mut self, core: &mut Core, seq: u64) {
-        if self.broadcaster.is_none() {
-            return;
-        }
+        self.start_broadcaster(core);
         let info = core.segment_info(seq);
         self.feed(core, BROADCASTER, Input::Published(info));
         // The signed manifest entry floods the stream's gossipsub topic: every viewer hears of the segment a few
