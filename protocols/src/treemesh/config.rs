@@ -121,7 +121,7 @@ pub struct Config {
     /// after a segment is made would otherwise start with less buffer than the tree's lag needs, and take the second
     /// segment's last blocks from the origin or stall on it; it waits up to `min_slack_s - segment_s` longer instead
     /// (0.4 s past the usual start at most, with the default: time to first segment stays within the design's 1.5 s).
-    /// 3.4 s is the tree's lag at its 99th percentile (about 2.6 s at 10,000 viewers) plus the deadline margin and an
+    /// 3.4 s is the tree's lag at its 99th percentile (about 2.9 s at 10,000 viewers) plus the deadline margin and an
     /// origin fetch.
     pub min_slack_s: f64,
     /// Interval of the maintenance tick (adverts, parent quality, promotion).

@@ -74,8 +74,8 @@ impl<P: PeerId> TreeMesh<P> {
         self.attach_to(from, (depth + 1) as u8);
     }
 
-    /// Handles an attach request that the repair is waiting for: the recruit's own, which takes the kept slot and
-    /// is handed the held orphans, or an orphan's, held until the recruit comes. Returns whether it did.
+    /// Takes the recruit's own attach request into the kept slot and hands it the held orphans. Returns whether
+    /// `joiner` was the recruit and was taken (if it can no longer be, the orphans are placed as any request).
     pub(super) fn recruit_arrived(&mut self, joiner: P, request: AttachRequest) -> bool {
         if self.recruiting.as_ref().is_none_or(|r| r.id != joiner) {
             return false;
