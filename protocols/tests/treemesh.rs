@@ -409,7 +409,7 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
         fringe: None,
     };
     let reply = Message::ProbeReply {
-        advert,
+        advert: Box::new(advert),
         peers: Vec::new(),
     };
     net.receive(1, 2, reply);
@@ -529,22 +529,24 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
             live_age_s: None,
         },
     );
-    let advert = |spare_slots| Advert {
-        path: vec![50],
-        rooted: true,
-        backbone: true,
-        forwards: true,
-        spare_slots,
-        leaf_children: 0,
-        reachable: true,
-        newest: None,
-        oldest: None,
-        room: None,
-        backbone_room: None,
-        free: 0,
-        any_room: None,
-        any_free: 0,
-        fringe: None,
+    let advert = |spare_slots| {
+        Box::new(Advert {
+            path: vec![50],
+            rooted: true,
+            backbone: true,
+            forwards: true,
+            spare_slots,
+            leaf_children: 0,
+            reachable: true,
+            newest: None,
+            oldest: None,
+            room: None,
+            backbone_room: None,
+            free: 0,
+            any_room: None,
+            any_free: 0,
+            fringe: None,
+        })
     };
     let reply = |spare| Message::ProbeReply {
         advert: advert(spare),

@@ -656,19 +656,25 @@ impl<P: PeerId> TreeMesh<P> {
             Message::Probe => {
                 let peers = self.sample_peers(from, 4);
                 let advert = self.advert();
-                self.send(from, Message::ProbeReply { advert, peers });
+                self.send(
+                    from,
+                    Message::ProbeReply {
+                        advert: Box::new(advert),
+                        peers,
+                    },
+                );
             }
-            Message::ProbeReply { advert, peers } => self.on_probe_reply(from, advert, peers),
+            Message::ProbeReply { advert, peers } => self.on_probe_reply(from, *advert, peers),
             Message::Attach(request) => self.on_place(from, request, 0),
             Message::Place { joiner, request, hops } => self.on_place(joiner, request, hops),
             Message::Displaced { try_instead } => self.on_displaced(from, try_instead),
-            Message::Accepted { advert } => self.on_accepted(from, advert),
+            Message::Accepted { advert } => self.on_accepted(from, *advert),
             Message::Rejected { .. } => self.on_rejected(),
             Message::Detach => self.on_detach(from),
             Message::Recruit => self.on_recruit(from),
-            Message::Update { advert } => self.on_update(from, advert),
-            Message::MeshJoin { advert } => self.on_mesh_join(from, advert),
-            Message::MeshReply { accepted, advert } => self.on_mesh_reply(from, accepted, advert),
+            Message::Update { advert } => self.on_update(from, *advert),
+            Message::MeshJoin { advert } => self.on_mesh_join(from, *advert),
+            Message::MeshReply { accepted, advert } => self.on_mesh_reply(from, accepted, *advert),
             Message::MeshLeave => {
                 if let Some(k) = self.peers.get_mut(from) {
                     k.mesh = false;

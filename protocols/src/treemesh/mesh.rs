@@ -64,7 +64,12 @@ impl<P: PeerId> TreeMesh<P> {
             if let Some(k) = self.peers.get_mut(id) {
                 k.asked_at = Some(now);
             }
-            self.send(id, Message::MeshJoin { advert: advert.clone() });
+            self.send(
+                id,
+                Message::MeshJoin {
+                    advert: Box::new(advert.clone()),
+                },
+            );
         }
     }
 
@@ -82,7 +87,13 @@ impl<P: PeerId> TreeMesh<P> {
                 None => false,
             };
         let advert = self.advert();
-        self.send(from, Message::MeshReply { accepted, advert });
+        self.send(
+            from,
+            Message::MeshReply {
+                accepted,
+                advert: Box::new(advert),
+            },
+        );
         if accepted {
             self.pump_pulls();
         }

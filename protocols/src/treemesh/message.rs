@@ -126,7 +126,7 @@ pub enum Message<P> {
     /// The answer to a probe.
     ProbeReply {
         /// The peer's advert.
-        advert: Advert<P>,
+        advert: Box<Advert<P>>,
         /// Some peers it knows, with whether they are reachable (peer exchange, as HyParView's shuffle).
         peers: Vec<(P, bool)>,
     },
@@ -146,7 +146,7 @@ pub enum Message<P> {
     /// Accepted as a child.
     Accepted {
         /// The parent's advert (its path makes the child's).
-        advert: Advert<P>,
+        advert: Box<Advert<P>>,
     },
     /// No place was found (or the asker would close a loop).
     Rejected {
@@ -166,19 +166,19 @@ pub enum Message<P> {
     /// A changed advert (sent to children and neighbours when the path or the free slots change).
     Update {
         /// The sender's advert.
-        advert: Advert<P>,
+        advert: Box<Advert<P>>,
     },
     /// Asks to become mesh neighbours.
     MeshJoin {
         /// The sender's advert.
-        advert: Advert<P>,
+        advert: Box<Advert<P>>,
     },
     /// Accepted or refused as a mesh neighbour.
     MeshReply {
         /// Whether accepted.
         accepted: bool,
         /// The sender's advert.
-        advert: Advert<P>,
+        advert: Box<Advert<P>>,
     },
     /// Leaves the mesh neighbourhood.
     MeshLeave,

@@ -99,7 +99,12 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(child) = self.children.iter_mut().find(|c| c.id == joiner) {
             child.from_seq = request.from_seq;
             let advert = self.advert();
-            self.send(joiner, Message::Accepted { advert });
+            self.send(
+                joiner,
+                Message::Accepted {
+                    advert: Box::new(advert),
+                },
+            );
             return;
         }
         if joiner == self.me || self.path.contains(&joiner) {
@@ -222,7 +227,12 @@ impl<P: PeerId> TreeMesh<P> {
         }
         self.children.push(child);
         let advert = self.advert();
-        self.send(joiner, Message::Accepted { advert });
+        self.send(
+            joiner,
+            Message::Accepted {
+                advert: Box::new(advert),
+            },
+        );
         self.pump_uploads();
         self.advertise_changes();
     }
@@ -303,7 +313,12 @@ impl<P: PeerId> TreeMesh<P> {
         let rooms = self.rooms();
         self.advertised_room = rooms;
         let advert = self.advert_with(rooms);
-        self.send(from, Message::Update { advert });
+        self.send(
+            from,
+            Message::Update {
+                advert: Box::new(advert),
+            },
+        );
     }
 
     /// No place: try again shortly (a move up just stays where it is).

@@ -267,7 +267,12 @@ impl<P: PeerId> TreeMesh<P> {
         let advert = self.advert();
         let children: Vec<P> = self.children.iter().map(|c| c.id).collect();
         for child in children {
-            self.send(child, Message::Update { advert: advert.clone() });
+            self.send(
+                child,
+                Message::Update {
+                    advert: Box::new(advert.clone()),
+                },
+            );
         }
         self.advertise_changes();
     }
@@ -344,7 +349,12 @@ impl<P: PeerId> TreeMesh<P> {
         };
         to.extend(self.parent.map(|p| p.id));
         for id in to {
-            self.send(id, Message::Update { advert: advert.clone() });
+            self.send(
+                id,
+                Message::Update {
+                    advert: Box::new(advert.clone()),
+                },
+            );
         }
     }
 
