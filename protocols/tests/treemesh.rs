@@ -591,3 +591,82 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
             .any(|(f, t, m)| (*f, *t) == (9, 60) && *m == Message::Detach)
     );
 }
+
+#[test]
+fn a_neighbour_that_said_it_holds_a_segment_is_not_told_of_it_again() {
+    // Viewer 9 below the broadcaster; 60 and 70 are its mesh neighbours, answered for by the test.
+    let mut net = Net::new();
+    net.add(9, config(Role::Viewer, 1.5));
+    net.input(
+        9,
+        Input::Join {
+            tail: Vec::new(),
+            candidates: vec![(60, true), (70, true)],
+            broadcaster: Some(ROOT),
+            live_age_s: None,
+        },
+    );
+    let advert = |newest: Option<u64>| {
+        Box::new(Advert {
+            path: vec![ROOT],
+            rooted: true,
+            backbone: false,
+            forwards: false,
+            spare_slots: 0,
+            leaf_children: 0,
+            reachable: true,
+            newest,
+            oldest: newest,
+            room: None,
+            backbone_room: None,
+            free: 0,
+            any_room: None,
+            any_free: 0,
+            fringe: None,
+        })
+    };
+    for peer in [60, 70] {
+        let reply = Message::ProbeReply {
+            advert: advert(None),
+            peers: Vec::new(),
+        };
+        net.receive(9, peer, reply);
+    }
+    net.advance(2.0);
+    for peer in [60, 70] {
+        assert!(
+            net.sent
+                .iter()
+                .any(|(f, t, m)| (*f, *t) == (9, peer) && matches!(m, Message::MeshJoin { .. })),
+            "9 asks {peer} into its mesh"
+        );
+        let accepted = Message::MeshReply {
+            accepted: true,
+            advert: advert(None),
+        };
+        net.receive(9, peer, accepted);
+    }
+    assert_eq!(net.m(9).parent(), Some(ROOT));
+    assert_eq!(net.m(9).neighbours().count(), 2);
+
+    // 60 has segment 0 whole before 9 does; then the broadcaster pushes it to 9.
+    net.input(9, Input::Announced(segment(0)));
+    let blocks = (1u128 << 10) - 1;
+    net.receive(
+        9,
+        60,
+        Message::Have {
+            segment: segment(0),
+            blocks,
+        },
+    );
+    net.input(ROOT, Input::Published(segment(0)));
+    assert!(net.m(9).has_segment(0));
+    let told: Vec<u32> = net
+        .sent
+        .iter()
+        .filter(|(f, _, m)| *f == 9 && matches!(m, Message::Have { segment, .. } if segment.seq == 0))
+        .map(|(_, t, _)| *t)
+        .collect();
+    assert_eq!(told, vec![70], "60 said it holds segment 0: only 70 hears of it");
+}

@@ -11,11 +11,13 @@
 //! - [`sim`]: the discrete-event simulator (virtual time, arrivals, churn, latency, delivery, playback, metrics),
 //!   driving a [`sim::Strategy`]: a protocol under test.
 //! - [`strategies`]: the protocols the simulator runs (`tree-mesh`, and the `gossipsub-flood` and `cdn-only` baselines).
+//! - [`queue`]: the event queue, a calendar queue in the order of one heap.
 //! - [`report`]: the report JSON shared with real local testnet runs.
 //! - [`stats`]: percentiles and Jain's fairness index.
 #![deny(missing_docs)]
 
 pub mod network;
+pub mod queue;
 pub mod report;
 pub mod scenario;
 pub mod sim;

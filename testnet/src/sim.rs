@@ -8,15 +8,13 @@
 //! Everything random comes from one seeded ChaCha generator, and events at the same virtual time run in the order they
 //! were scheduled, so a scenario and its seed give the same report every time.
 
-use dary_heap::QuaternaryHeap as BinaryHeap;
-use std::cmp::Reverse;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use streamrp2p_protocols::playback;
 use streamrp2p_protocols::treemesh::SegmentInfo;
 
 use crate::network::{Completion, Finished, Network, NodeId};
+use crate::queue::EventQueue;
 use crate::report::{Report, peak_rss_mb};
 use crate::scenario::Scenario;
 use crate::stats::{jain_index, quantile};
@@ -106,34 +104,6 @@ enum Event {
     Sample,
 }
 
-/// A queue entry: the event itself waits in [`Core::pending`] so that the heap moves 16 bytes, not the event — four
-/// children of a heap node then fit one cache line. The entry is one integer that orders like (time, order): the time
-/// as its IEEE-754 bits (which order like the times themselves for the non-negative times of a run) above the order of
-/// scheduling ([`ORDER_BITS`]) and the event's slot in `pending` ([`SLOT_BITS`]).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Scheduled(u128);
-
-/// Bits of a [`Scheduled`] entry for its slot in `pending`: events waiting at once, at most.
-const SLOT_BITS: u32 = 24;
-/// Bits of a [`Scheduled`] entry for the order of scheduling: events scheduled in a run, at most.
-const ORDER_BITS: u32 = 64 - SLOT_BITS;
-
-impl Scheduled {
-    fn new(at: f64, order: u64, slot: u32) -> Self {
-        assert!(order < 1 << ORDER_BITS, "more events than a run can order");
-        assert!(slot < 1 << SLOT_BITS, "more events waiting than a queue entry can name");
-        Self((u128::from(at.to_bits()) << 64) | u128::from(order << SLOT_BITS) | u128::from(slot))
-    }
-
-    fn at(&self) -> f64 {
-        f64::from_bits((self.0 >> 64) as u64)
-    }
-
-    fn slot(&self) -> u32 {
-        (self.0 as u32) & ((1 << SLOT_BITS) - 1)
-    }
-}
-
 /// Payload and control byte counts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Bytes {
@@ -169,32 +139,17 @@ pub struct Core {
     pub segment_ready: Vec<f64>,
     /// Byte counts.
     pub bytes: Bytes,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    pending: Vec<Option<Event>>,
+    queue: EventQueue<Event>,
     /// Flows of requests in progress, by tag, and requests called off before their flow started.
     requests: rustc_hash::FxHashMap<u64, crate::network::FlowId>,
     cancelled_requests: rustc_hash::FxHashSet<u64>,
-    free_slots: Vec<u32>,
-    order: u64,
     events: u64,
     origin_per_second: Vec<f64>,
 }
 
 impl Core {
     fn schedule(&mut self, at: f64, event: Event) {
-        self.order += 1;
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.pending[slot as usize] = Some(event);
-                slot
-            }
-            None => {
-                self.pending.push(Some(event));
-                (self.pending.len() - 1) as u32
-            }
-        };
-        debug_assert!(at >= 0.0);
-        self.queue.push(Reverse(Scheduled::new(at, self.order, slot)));
+        self.queue.push(at, event);
     }
 
     fn schedule_completions(&mut self, completions: Vec<Completion>) {
@@ -371,12 +326,9 @@ impl<S: Strategy> Simulation<S> {
             viewers: Vec::new(),
             segment_ready: Vec::new(),
             bytes: Bytes::default(),
-            queue: BinaryHeap::new(),
-            order: 0,
-            pending: Vec::new(),
+            queue: EventQueue::new(),
             requests: rustc_hash::FxHashMap::default(),
             cancelled_requests: rustc_hash::FxHashSet::default(),
-            free_slots: Vec::new(),
             events: 0,
             origin_per_second: Vec::new(),
             scenario,
@@ -410,16 +362,11 @@ impl<S: Strategy> Simulation<S> {
     /// Runs events up to virtual time `until` (or the end); returns whether any are left.
     pub fn run_until(&mut self, until: f64) -> bool {
         let end = self.core.scenario.duration_s;
-        while let Some(Reverse(next)) = self.core.queue.peek() {
-            if next.at() > until.min(end) {
-                return next.at() <= end;
+        while let Some(next) = self.core.queue.peek_time() {
+            if next > until.min(end) {
+                return next <= end;
             }
-            let Reverse(next) = self.core.queue.pop().expect("peeked");
-            let (at, slot) = (next.at(), next.slot());
-            let event = self.core.pending[slot as usize]
-                .take()
-                .expect("scheduled events are pending");
-            self.core.free_slots.push(slot);
+            let (at, event) = self.core.queue.pop().expect("peeked");
             self.core.now = at;
             self.core.events += 1;
             if self.debug {
@@ -440,7 +387,7 @@ impl<S: Strategy> Simulation<S> {
             // Rates are recomputed once for every event of the same instant: a sender's pushes of one block to its
             // children end together, and settling the rates after each of them in turn would re-time (and leave
             // stale) the completions of the others, O(children²) events per block.
-            let same_instant = self.core.queue.peek().is_some_and(|Reverse(n)| n.at() <= at);
+            let same_instant = self.core.queue.peek_time().is_some_and(|next| next <= at);
             if !same_instant {
                 let completions = self.core.net.flush(self.core.now);
                 self.core.schedule_completions(completions);

@@ -92,7 +92,8 @@ impl<P: PeerId> TreeMesh<P> {
         let in_time = if need_by < f.next {
             0
         } else {
-            (((need_by - f.next) / f.gap).floor() as u32).saturating_add(1).min(f.n)
+            // Truncation is the floor here (the quotient is not negative), without a call to libm's floor.
+            (((need_by - f.next) / f.gap) as u32).saturating_add(1).min(f.n)
         };
         if in_time == f.n {
             // All in time; the last becomes late once waiting has pushed the next block past this.

