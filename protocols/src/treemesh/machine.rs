@@ -1,6 +1,7 @@
 //! The state machine's shape: what goes in, what comes out, and the dispatch between the two.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -260,7 +261,9 @@ pub(super) struct OriginFetch {
 /// One peer's part in one stream's tree-mesh. See the [module documentation](super) for the algorithm.
 #[derive(Clone, Debug)]
 pub struct TreeMesh<P> {
-    pub(super) cfg: Config,
+    /// Shared between machines with the same settings (a simulation's thousands of viewers have a handful): one copy
+    /// stays in cache, where a copy in each machine was another few lines to bring on every input.
+    pub(super) cfg: Arc<Config>,
     pub(super) me: P,
     /// Boxed: seldom used, and the machines of a simulation are many (it keeps their hot state small).
     pub(super) rng: Box<ChaCha8Rng>,
@@ -327,7 +330,8 @@ pub struct TreeMesh<P> {
 
 impl<P: PeerId> TreeMesh<P> {
     /// A machine for peer `me`, its randomness seeded by `seed`, created at `now`.
-    pub fn new(me: P, cfg: Config, seed: u64, now: f64) -> Self {
+    pub fn new(me: P, cfg: impl Into<Arc<Config>>, seed: u64, now: f64) -> Self {
+        let cfg = cfg.into();
         let broadcaster = cfg.role == Role::Broadcaster;
         let tick = cfg.tick_s;
         Self {
@@ -392,7 +396,7 @@ impl<P: PeerId> TreeMesh<P> {
             Input::OriginFailed { segment, block } => self.on_origin_failed(segment, block),
             Input::PeerGone(peer) => self.on_peer_gone(peer),
             Input::Policy(policy) => {
-                self.cfg.policy = policy;
+                Arc::make_mut(&mut self.cfg).policy = policy;
                 self.check_role();
             }
         }

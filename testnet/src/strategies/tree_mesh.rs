@@ -68,6 +68,8 @@ struct Transfer {
 /// The tree-mesh strategy.
 pub struct TreeMeshSim {
     template: Option<Config>,
+    /// The viewers' configurations, one of each kind (a few: upload classes by reachability), shared by the machines.
+    configs: Vec<std::sync::Arc<Config>>,
     broadcaster: Option<TreeMesh<u32>>,
     viewers: Vec<Option<TreeMesh<u32>>>,
     /// When each peer's timer is set for (the last slot is the broadcaster's).
@@ -102,6 +104,7 @@ impl TreeMeshSim {
     pub fn new(tune: impl Fn(&mut Config) + 'static) -> Self {
         Self {
             template: None,
+            configs: Vec::new(),
             broadcaster: None,
             viewers: Vec::new(),
             timer_at: vec![f64::INFINITY],
@@ -324,12 +327,17 @@ impl TreeMeshSim {
         found
     }
 
-    fn viewer_config(&mut self, core: &Core, viewer: usize) -> Config {
+    fn viewer_config(&mut self, core: &Core, viewer: usize) -> std::sync::Arc<Config> {
         let mut cfg = self.template(core);
         let v = &core.viewers[viewer];
         cfg.upload_capacity = v.upload_x * core.scenario.bitrate_bytes();
         cfg.reachable = !v.nat;
-        cfg
+        if let Some(shared) = self.configs.iter().find(|c| ***c == cfg) {
+            return shared.clone();
+        }
+        let shared = std::sync::Arc::new(cfg);
+        self.configs.push(shared.clone());
+        shared
     }
 }
 
