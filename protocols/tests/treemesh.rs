@@ -169,6 +169,42 @@ fn join_knowing_no_one(net: &mut Net, id: u32) {
     );
 }
 
+/// Viewer `id` joins knowing `candidates` and `broadcaster`, peers the test answers for.
+fn join_scripted(net: &mut Net, id: u32, candidates: &[u32], broadcaster: u32) {
+    net.add(id, config(Role::Viewer, 1.5));
+    net.input(
+        id,
+        Input::Join {
+            tail: Vec::new(),
+            candidates: candidates.iter().map(|c| (*c, true)).collect(),
+            broadcaster: Some(broadcaster),
+            live_age_s: None,
+        },
+    );
+}
+
+/// The advert of a reachable peer one level below `root`: a stable forwarder with `spare_slots` free, or a leaf;
+/// holding segment `held` whole, if any.
+fn advert_below(root: u32, forwarder: bool, spare_slots: u32, held: Option<u64>) -> Box<Advert<u32>> {
+    Box::new(Advert {
+        path: vec![root],
+        rooted: true,
+        backbone: forwarder,
+        forwards: forwarder,
+        spare_slots,
+        leaf_children: 0,
+        reachable: true,
+        newest: held,
+        oldest: held,
+        room: None,
+        backbone_room: None,
+        free: 0,
+        any_room: None,
+        any_free: 0,
+        fringe: None,
+    })
+}
+
 /// What a reachable peer offering `slots` child slots asks of a parent.
 fn attach_request(slots: u32) -> Message<u32> {
     Message::Attach(AttachRequest {
@@ -391,25 +427,8 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
     net.advance(1.0);
     assert_eq!(net.origin_fetches.iter().filter(|f| f.1.seq == 4).count(), 10);
     // A peer that holds segment 4 turns up (its probe answer).
-    let advert = Advert {
-        path: vec![ROOT],
-        rooted: true,
-        backbone: false,
-        forwards: false,
-        spare_slots: 0,
-        leaf_children: 0,
-        reachable: true,
-        newest: Some(4),
-        oldest: Some(4),
-        room: None,
-        backbone_room: None,
-        free: 0,
-        any_room: None,
-        any_free: 0,
-        fringe: None,
-    };
     let reply = Message::ProbeReply {
-        advert: Box::new(advert),
+        advert: advert_below(ROOT, false, 0, Some(4)),
         peers: Vec::new(),
     };
     net.receive(1, 2, reply);
@@ -519,35 +538,8 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
     // Peers 50 (the broadcaster), 60 and 70 are not machines here: the test answers for them, when it likes, so
     // the viewer measures the latencies the test chooses.
     let mut net = Net::new();
-    net.add(9, config(Role::Viewer, 1.5));
-    net.input(
-        9,
-        Input::Join {
-            tail: Vec::new(),
-            candidates: vec![(60, true), (70, true)],
-            broadcaster: Some(50),
-            live_age_s: None,
-        },
-    );
-    let advert = |spare_slots| {
-        Box::new(Advert {
-            path: vec![50],
-            rooted: true,
-            backbone: true,
-            forwards: true,
-            spare_slots,
-            leaf_children: 0,
-            reachable: true,
-            newest: None,
-            oldest: None,
-            room: None,
-            backbone_room: None,
-            free: 0,
-            any_room: None,
-            any_free: 0,
-            fringe: None,
-        })
-    };
+    join_scripted(&mut net, 9, &[60, 70], 50);
+    let advert = |spare_slots| advert_below(50, true, spare_slots, None);
     let reply = |spare| Message::ProbeReply {
         advert: advert(spare),
         peers: Vec::new(),
@@ -596,38 +588,11 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
 fn a_neighbour_that_said_it_holds_a_segment_is_not_told_of_it_again() {
     // Viewer 9 below the broadcaster; 60 and 70 are its mesh neighbours, answered for by the test.
     let mut net = Net::new();
-    net.add(9, config(Role::Viewer, 1.5));
-    net.input(
-        9,
-        Input::Join {
-            tail: Vec::new(),
-            candidates: vec![(60, true), (70, true)],
-            broadcaster: Some(ROOT),
-            live_age_s: None,
-        },
-    );
-    let advert = |newest: Option<u64>| {
-        Box::new(Advert {
-            path: vec![ROOT],
-            rooted: true,
-            backbone: false,
-            forwards: false,
-            spare_slots: 0,
-            leaf_children: 0,
-            reachable: true,
-            newest,
-            oldest: newest,
-            room: None,
-            backbone_room: None,
-            free: 0,
-            any_room: None,
-            any_free: 0,
-            fringe: None,
-        })
-    };
+    join_scripted(&mut net, 9, &[60, 70], ROOT);
+    let advert = || advert_below(ROOT, false, 0, None);
     for peer in [60, 70] {
         let reply = Message::ProbeReply {
-            advert: advert(None),
+            advert: advert(),
             peers: Vec::new(),
         };
         net.receive(9, peer, reply);
@@ -642,7 +607,7 @@ fn a_neighbour_that_said_it_holds_a_segment_is_not_told_of_it_again() {
         );
         let accepted = Message::MeshReply {
             accepted: true,
-            advert: advert(None),
+            advert: advert(),
         };
         net.receive(9, peer, accepted);
     }
