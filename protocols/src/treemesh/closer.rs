@@ -14,6 +14,7 @@
 use super::config::Role;
 use super::machine::{PeerId, TreeMesh};
 use super::message::Message;
+use super::peers::OptTime;
 
 /// What a level nearer the root is worth against latency, seconds: about what a hop costs a block (a forwarder's
 /// share of one block's time on its uplink, plus the queueing behind its other children).
@@ -34,7 +35,13 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         };
         let depth = self.path.len();
-        let Some(parent_latency) = self.peers.list.iter().find(|k| k.id == parent).and_then(|k| k.latency) else {
+        let Some(parent_latency) = self
+            .peers
+            .list
+            .iter()
+            .find(|k| k.id == parent)
+            .and_then(|k| k.latency.get())
+        else {
             // Not measured yet: measure it (the answer makes the next round's comparison).
             self.measure(parent);
             return;
@@ -49,7 +56,7 @@ impl<P: PeerId> TreeMesh<P> {
             .filter(|k| k.spare > 0 || (forwarder && k.leaves > 0))
             .filter_map(|k| {
                 let d = usize::from(k.depth?);
-                let latency = k.latency?;
+                let latency = k.latency.get()?;
                 (d < depth).then_some((latency + d as f64 * LEVEL_S, k.id))
             })
             .min_by(|a, b| a.0.total_cmp(&b.0));
@@ -81,7 +88,7 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(k) = self.peers.entry(id, true, now, pinned)
             && k.asked_at.is_none()
         {
-            k.asked_at = Some(now);
+            k.asked_at = OptTime::some(now);
             self.send(id, Message::Probe);
         }
     }

@@ -162,16 +162,18 @@ impl<P: PeerId> TreeMesh<P> {
     /// When the deadlines of segment `seg` call for [`Self::handle_timeout`] next: now when they call for
     /// something at once (a check time has passed and what it waited for came only later: a neighbour's HAVE for the
     /// segment, a pull's end), else when the mesh or the origin must be asked. Exact, so that a wake-up never finds
-    /// nothing to do; `None` when the segment needs nothing more.
-    pub(super) fn segment_wake(&self, seg: &Segment) -> Option<f64> {
+    /// nothing to do; `None` when the segment needs nothing more. The flag is false when a check time is the present
+    /// instant itself: nothing is due yet, but it will be an instant later, so the answer holds only for now.
+    pub(super) fn segment_wake(&self, seg: &Segment) -> Option<(f64, bool)> {
         let d = self.deadlines(seg)?;
         let now = self.now;
         // The origin's turn does something only if it has late pushes to take or blocks to ask for.
         if d.mesh != 0 || d.origin.is_some_and(|late| late != 0 || self.origin_open(seg) != 0) {
-            return Some(now);
+            return Some((now, true));
         }
         let future = |t: f64| if t > now { t } else { f64::INFINITY };
-        Some(future(d.mesh_at).min(future(d.origin_at)))
+        let fixed = d.mesh_at != now && d.origin_at != now;
+        Some((future(d.mesh_at).min(future(d.origin_at)), fixed))
     }
 
     /// Runs whatever is due: probing over, attach timed out, pulls timed out, segments overdue.

@@ -1,5 +1,6 @@
 //! The state machine's shape: what goes in, what comes out, and the dispatch between the two.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -92,6 +93,21 @@ pub enum Input<P> {
     PeerGone(P),
     /// The owner changed the resource policy.
     Policy(Policy),
+}
+
+impl<P> Input<P> {
+    /// Whether this input leaves the machine's wake-up where it was: the end of an upload, a pull to answer and a
+    /// child's skip touch only the upload queues, and a probe only asks for an answer; no deadline depends on them.
+    fn leaves_wake(&self) -> bool {
+        matches!(
+            self,
+            Input::Uploaded { .. }
+                | Input::Message {
+                    message: Message::Want { .. } | Message::Skip { .. } | Message::Probe,
+                    ..
+                }
+        )
+    }
 }
 
 /// What the machine asks its driver to do.
@@ -326,6 +342,10 @@ pub struct TreeMesh<P> {
     pub(super) next_tick: f64,
     pub(super) counters: Counters,
     pub(super) out: VecDeque<Output<P>>,
+    /// The wake-up [`Self::poll_timeout`] last worked out, while it stands: until an input that may move it comes, or
+    /// its time. Working it out walks every pull, fetch and unfinished segment, and a third of a forwarder's inputs
+    /// (the ends of its uploads) cannot move it.
+    pub(super) wake: Cell<Option<f64>>,
 }
 
 impl<P: PeerId> TreeMesh<P> {
@@ -373,6 +393,7 @@ impl<P: PeerId> TreeMesh<P> {
             next_tick: now + tick,
             counters: Counters::default(),
             out: VecDeque::new(),
+            wake: Cell::new(None),
             cfg,
         }
     }
@@ -380,6 +401,9 @@ impl<P: PeerId> TreeMesh<P> {
     /// Handles one input at time `now` (seconds on the driver's monotonic clock, never going back).
     pub fn handle(&mut self, now: f64, input: Input<P>) {
         self.now = self.now.max(now);
+        if !input.leaves_wake() {
+            self.wake.set(None);
+        }
         match input {
             Input::Join {
                 tail,
@@ -405,6 +429,7 @@ impl<P: PeerId> TreeMesh<P> {
     /// Runs what is due at `now`; call it when [`Self::poll_timeout`]'s time comes.
     pub fn handle_timeout(&mut self, now: f64) {
         self.now = self.now.max(now);
+        self.wake.set(None);
         if self.now >= self.next_tick {
             self.next_tick = self.now + self.cfg.tick_s;
             self.tick();
@@ -424,6 +449,21 @@ impl<P: PeerId> TreeMesh<P> {
     /// does nothing. A driver may therefore sleep until it and nothing is lost or done late; the simulator checks
     /// this contract in its tests.
     pub fn poll_timeout(&self) -> Option<f64> {
+        // A wake-up still ahead stands while nothing it depends on changes: each of its terms is then a time fixed by
+        // the state (a term that follows the clock is due at once, and a wake-up due at once is never kept), unless a
+        // deadline sits exactly on the clock, where an instant later it would be due (see `segment_wake`).
+        if let Some(wake) = self.wake.get().filter(|wake| *wake > self.now) {
+            return Some(wake);
+        }
+        let (wake, stands) = self.work_out_wake();
+        self.wake.set(stands.then_some(wake));
+        Some(wake)
+    }
+
+    /// The wake-up, worked out from the state, and whether it stands until an input moves it (see
+    /// [`Self::poll_timeout`]).
+    fn work_out_wake(&self) -> (f64, bool) {
+        let mut stands = true;
         let mut next = self.next_tick;
         let mut consider = |t: f64| {
             if t < next {
@@ -465,12 +505,13 @@ impl<P: PeerId> TreeMesh<P> {
         }
         if self.joined && self.cfg.role == Role::Viewer {
             for seg in self.window.iter_incomplete() {
-                if let Some(t) = self.segment_wake(seg) {
+                if let Some((t, fixed)) = self.segment_wake(seg) {
                     consider(t);
+                    stands &= fixed;
                 }
             }
         }
-        Some(next.max(self.now))
+        (next.max(self.now), stands)
     }
 
     /// The configuration, with the current policy.
@@ -527,6 +568,27 @@ impl<P: PeerId> TreeMesh<P> {
     /// first segment whole, but not before this.
     pub fn play_from(&self) -> Option<f64> {
         self.player.earliest
+    }
+
+    /// Where the state that inputs touch most lives, as (address, bytes) runs: the segments being worked on, the
+    /// peer table, the pulls and origin fetches in flight, the children and the output queue. For a driver of many
+    /// machines in one thread (the simulator) that asks the processor to bring them into the cache before the next
+    /// input: reading these addresses reads only this struct, and nothing is read through them.
+    pub fn hot_memory(&self, mut run: impl FnMut(*const u8, usize)) {
+        fn slice<T>(run: &mut impl FnMut(*const u8, usize), s: &[T]) {
+            if !s.is_empty() {
+                run(s.as_ptr().cast(), std::mem::size_of_val(s));
+            }
+        }
+        let (a, b) = self.window.working_slices();
+        slice(&mut run, a);
+        slice(&mut run, b);
+        slice(&mut run, self.peers.ids());
+        slice(&mut run, &self.peers.list);
+        slice(&mut run, &self.pulls);
+        slice(&mut run, &self.origin);
+        slice(&mut run, &self.children);
+        slice(&mut run, self.out.as_slices().0);
     }
 
     /// Whether segment `seq` is whole here.
@@ -748,19 +810,17 @@ impl<P: PeerId> TreeMesh<P> {
     /// Chooses a few known peers other than `except` at random, for peer exchange.
     fn sample_peers(&mut self, except: P, n: usize) -> Vec<(P, bool)> {
         use rand::seq::IndexedRandom;
-        let pool: Vec<(P, bool)> = self
-            .peers
-            .list
-            .iter()
-            .filter(|k| k.id != except)
-            .map(|k| (k.id, k.reachable))
-            .chain(
-                self.children
-                    .iter()
-                    .filter(|c| c.id != except)
-                    .map(|c| (c.id, c.reachable)),
-            )
-            .collect();
-        pool.choose_multiple(&mut self.rng, n).copied().collect()
+        // The draw is over positions found from the ids alone; only the chosen entries are read whole (answering a
+        // probe is most of what a peer does with its table, and the whole table is many cache lines).
+        let known = self.peers.ids().iter().enumerate().filter(|(_, id)| **id != except);
+        let children = self.children.iter().enumerate().filter(|(_, c)| c.id != except);
+        let mut pool: Vec<(bool, usize)> = Vec::with_capacity(self.peers.ids().len() + self.children.len());
+        pool.extend(known.map(|(i, _)| (false, i)).chain(children.map(|(i, _)| (true, i))));
+        pool.choose_multiple(&mut self.rng, n)
+            .map(|&(child, i)| match child {
+                false => (self.peers.list[i].id, self.peers.list[i].reachable),
+                true => (self.children[i].id, self.children[i].reachable),
+            })
+            .collect()
     }
 }

@@ -4,6 +4,7 @@
 use super::config::Role;
 use super::machine::{BlockSource, OriginFetch, PeerId, Pull, TreeMesh};
 use super::message::{Advert, Message, Refusal, SegmentInfo};
+use super::peers::{OptSeq, OptTime};
 use super::tree::UNMEASURED_LATENCY_S;
 
 /// Segments due later than this many segment durations from now are not urgent: among them, rarest first.
@@ -52,7 +53,7 @@ impl<P: PeerId> TreeMesh<P> {
             })
             .map(|k| {
                 (
-                    k.latency.unwrap_or(UNMEASURED_LATENCY_S) + f64::from(k.strikes) * 0.05,
+                    k.latency.get().unwrap_or(UNMEASURED_LATENCY_S) + f64::from(k.strikes) * 0.05,
                     k.id,
                 )
             })
@@ -62,7 +63,7 @@ impl<P: PeerId> TreeMesh<P> {
         let now = self.now;
         for (_, id) in candidates.into_iter().take(wanted) {
             if let Some(k) = self.peers.get_mut(id) {
-                k.asked_at = Some(now);
+                k.asked_at = OptTime::some(now);
             }
             self.send(
                 id,
@@ -103,7 +104,7 @@ impl<P: PeerId> TreeMesh<P> {
         let now = self.now;
         if let Some(k) = self.peers.get_mut(from) {
             if let Some(asked) = k.asked_at.take() {
-                k.latency = Some((now - asked) / 2.0);
+                k.latency = OptTime::some((now - asked) / 2.0);
             }
             k.apply(&advert, now);
             k.mesh = accepted;
@@ -143,8 +144,8 @@ impl<P: PeerId> TreeMesh<P> {
         let whole = self.window.get(segment.seq).is_none_or(|s| blocks == s.all());
         if let Some(k) = self.peers.get_mut(from) {
             if whole {
-                k.newest = Some(k.newest.map_or(segment.seq, |n| n.max(segment.seq)));
-                k.oldest = Some(k.oldest.map_or(segment.seq, |o| o.min(segment.seq)));
+                k.newest = OptSeq::some(k.newest.get().map_or(segment.seq, |n| n.max(segment.seq)));
+                k.oldest = OptSeq::some(k.oldest.get().map_or(segment.seq, |o| o.min(segment.seq)));
             }
         }
         self.pump_pulls();
@@ -194,9 +195,9 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(k) = self.peers.get_mut(from) {
             k.strikes = k.strikes.saturating_add(1);
             k.busy_until = now + BUSY_BACKOFF_S;
-            if reason == Refusal::Missing && k.newest.is_some_and(|n| n >= seq) {
+            if reason == Refusal::Missing && k.newest.get().is_some_and(|n| n >= seq) {
                 // It does not hold what it announced (it dropped it, or we guessed from a range): stop assuming.
-                k.oldest = Some(seq + 1);
+                k.oldest = OptSeq::some(seq + 1);
             }
         }
         self.pump_pulls();
@@ -317,9 +318,9 @@ impl<P: PeerId> TreeMesh<P> {
                     .iter()
                     .filter(|k| usize::from(k.pulls) < self.cfg.max_pulls_per_peer && self.can_link(k.reachable))
                     .filter_map(move |k| {
-                        let eligible = if k.holds(seq) || (old && k.newest.is_none_or(|n| n < seq)) {
+                        let eligible = if k.holds(seq) || (old && k.newest.get().is_none_or(|n| n < seq)) {
                             now
-                        } else if k.newest.is_none_or(|n| n < seq) && k.rooted {
+                        } else if k.newest.get().is_none_or(|n| n < seq) && k.rooted {
                             heard_at + LIKELY_BASE_S + f64::from(k.depth?) * LIKELY_PER_HOP_S
                         } else {
                             return None;
@@ -350,7 +351,7 @@ impl<P: PeerId> TreeMesh<P> {
         // try, probed or not (a joiner's first pulls then wait for no probe answer).
         let old = seq + 1 < self.pull_before;
         let likely = |k: &super::peers::Known<P>| {
-            k.newest.is_none_or(|n| n < seq)
+            k.newest.get().is_none_or(|n| n < seq)
                 && (old
                     || (k.rooted
                         && k.depth
@@ -366,7 +367,7 @@ impl<P: PeerId> TreeMesh<P> {
                     && self.can_link(k.reachable)
             })
             .map(|k| {
-                let cost = k.latency.unwrap_or(UNMEASURED_LATENCY_S)
+                let cost = k.latency.get().unwrap_or(UNMEASURED_LATENCY_S)
                     + if k.holds(seq) { 0.0 } else { 0.15 }
                     + 0.1 * f64::from(k.pulls)
                     + 0.2 * f64::from(k.strikes)

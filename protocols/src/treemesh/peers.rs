@@ -5,13 +5,69 @@ use super::message::Advert;
 /// Peers remembered at most; the least recently heard of that is neither parent, child nor neighbour goes first.
 pub const MAX_KNOWN: usize = 32;
 
+/// A time that may be unknown, in the eight bytes of an `f64` (NaN when unknown): the table is scanned whole on
+/// many inputs, and an `Option<f64>` takes sixteen.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OptTime(f64);
+
+impl OptTime {
+    /// Unknown.
+    pub(super) const NONE: Self = Self(f64::NAN);
+
+    /// A known time (never NaN: times are sums and differences of finite clock readings).
+    pub(super) fn some(t: f64) -> Self {
+        debug_assert!(!t.is_nan());
+        Self(t)
+    }
+
+    pub(super) fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(self.0)
+    }
+
+    pub(super) fn is_some(self) -> bool {
+        !self.0.is_nan()
+    }
+
+    pub(super) fn is_none(self) -> bool {
+        self.0.is_nan()
+    }
+
+    pub(super) fn take(&mut self) -> Option<f64> {
+        std::mem::replace(self, Self::NONE).get()
+    }
+}
+
+/// A segment number that may be unknown, in eight bytes (`u64::MAX` when unknown, a number no stream reaches), for
+/// the same reason.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OptSeq(u64);
+
+impl OptSeq {
+    /// Unknown.
+    pub(super) const NONE: Self = Self(u64::MAX);
+
+    pub(super) fn some(seq: u64) -> Self {
+        Self(seq.min(u64::MAX - 1))
+    }
+
+    pub(super) fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+}
+
+impl From<Option<u64>> for OptSeq {
+    fn from(seq: Option<u64>) -> Self {
+        seq.map_or(Self::NONE, Self::some)
+    }
+}
+
 /// One known peer.
 #[derive(Clone, Debug)]
 pub(super) struct Known<P> {
     pub(super) id: P,
     pub(super) reachable: bool,
     /// One-way latency, half the measured round trip.
-    pub(super) latency: Option<f64>,
+    pub(super) latency: OptTime,
     /// Hops from the root of its tree (`None` until it advertised).
     pub(super) depth: Option<u8>,
     /// Whether its tree's root is the broadcaster.
@@ -23,12 +79,12 @@ pub(super) struct Known<P> {
     /// It refused a pull: do not ask again before this time.
     pub(super) busy_until: f64,
     /// Newest and oldest segment it holds whole.
-    pub(super) newest: Option<u64>,
-    pub(super) oldest: Option<u64>,
+    pub(super) newest: OptSeq,
+    pub(super) oldest: OptSeq,
     /// A mesh neighbour.
     pub(super) mesh: bool,
     /// A probe or mesh request sent at this time is unanswered.
-    pub(super) asked_at: Option<f64>,
+    pub(super) asked_at: OptTime,
     /// Pulls from it in flight.
     pub(super) pulls: u8,
     /// Refusals and timeouts lately: prefer others.
@@ -43,17 +99,17 @@ impl<P: Copy> Known<P> {
         Self {
             id,
             reachable,
-            latency: None,
+            latency: OptTime::NONE,
             depth: None,
             rooted: false,
             backbone: false,
             spare: 0,
             leaves: 0,
             busy_until: 0.0,
-            newest: None,
-            oldest: None,
+            newest: OptSeq::NONE,
+            oldest: OptSeq::NONE,
             mesh: false,
-            asked_at: None,
+            asked_at: OptTime::NONE,
             pulls: 0,
             strikes: 0,
             not_before: 0.0,
@@ -68,8 +124,8 @@ impl<P: Copy> Known<P> {
         self.spare = advert.spare_slots;
         self.leaves = advert.leaf_children;
         self.reachable = advert.reachable;
-        self.newest = advert.newest;
-        self.oldest = advert.oldest;
+        self.newest = OptSeq::from(advert.newest);
+        self.oldest = OptSeq::from(advert.oldest);
         self.seen = now;
     }
 
@@ -80,7 +136,10 @@ impl<P: Copy> Known<P> {
 
     /// Whether it holds segment `seq` whole, as far as we know.
     pub(super) fn holds(&self, seq: u64) -> bool {
-        matches!((self.oldest, self.newest), (Some(o), Some(n)) if o <= seq && seq <= n)
+        // Both ends known, or no segment at all: an unknown end is `u64::MAX`, which no oldest is at or below but
+        // the unknown one.
+        let (o, n) = (self.oldest.0, self.newest.0);
+        o <= seq && seq <= n && n != OptSeq::NONE.0
     }
 }
 
@@ -103,6 +162,11 @@ impl<P> Default for Peers<P> {
 }
 
 impl<P: Copy + Eq> Peers<P> {
+    /// The entries' ids, in table order.
+    pub(super) fn ids(&self) -> &[P] {
+        &self.ids
+    }
+
     pub(super) fn get_mut(&mut self, id: P) -> Option<&mut Known<P>> {
         let i = self.ids.iter().position(|k| *k == id)?;
         Some(&mut self.list[i])

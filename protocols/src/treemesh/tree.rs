@@ -4,6 +4,7 @@
 use super::config::Role;
 use super::machine::{PeerId, TreeMesh};
 use super::message::{Advert, Message, SegmentInfo};
+use super::peers::OptTime;
 
 /// Longest path a tree may have: deeper is refused (a bound on adverts, and a backstop against a loop that forms
 /// in a race faster than the path checks can see it).
@@ -103,7 +104,7 @@ impl<P: PeerId> TreeMesh<P> {
             if k.latency.is_some() && k.seen > now - 10.0 {
                 continue;
             }
-            k.asked_at = Some(now);
+            k.asked_at = OptTime::some(now);
             probed += 1;
             self.send(id, Message::Probe);
         }
@@ -116,9 +117,8 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Peers the table must not evict: the parent, an attach candidate, children.
     pub(super) fn pinned_fn(&self) -> impl Fn(P) -> bool + use<P> {
-        let mut pinned: Vec<P> = self.parent.iter().map(|p| p.id).collect();
-        pinned.extend(self.attempt.map(|a| a.id));
-        move |id| pinned.contains(&id)
+        let (parent, attempt) = (self.parent.map(|p| p.id), self.attempt.map(|a| a.id));
+        move |id| parent == Some(id) || attempt == Some(id)
     }
 
     pub(super) fn on_probe_reply(&mut self, from: P, advert: Advert<P>, peers: Vec<(P, bool)>) {
@@ -126,7 +126,7 @@ impl<P: PeerId> TreeMesh<P> {
         let pinned = self.pinned_fn();
         if let Some(k) = self.peers.entry(from, advert.reachable, now, pinned) {
             if let Some(asked) = k.asked_at.take() {
-                k.latency = Some((now - asked) / 2.0);
+                k.latency = OptTime::some((now - asked) / 2.0);
             }
             k.apply(&advert, now);
         }
@@ -148,7 +148,7 @@ impl<P: PeerId> TreeMesh<P> {
     pub(super) fn after_probing(&mut self) {
         for k in &mut self.peers.list {
             if !k.mesh {
-                k.asked_at = None;
+                k.asked_at = OptTime::NONE;
             }
         }
         if self.parent.is_none() && self.attempt.is_none() {

@@ -141,6 +141,17 @@ impl Window {
         self.slots.range(skip..).flatten().filter(|s| !s.is_complete())
     }
 
+    /// The segments being worked on: from the oldest one not yet whole to the newest, in one or two runs of memory.
+    pub(super) fn working_slices(&self) -> (&[Option<Segment>], &[Option<Segment>]) {
+        let skip = (self.done_below.saturating_sub(self.base) as usize).min(self.slots.len());
+        let (a, b) = self.slots.as_slices();
+        if skip <= a.len() {
+            (&a[skip..], b)
+        } else {
+            (&[], &b[skip - a.len()..])
+        }
+    }
+
     /// The newest and the oldest segment held whole.
     pub(super) fn complete_range(&self) -> (Option<u64>, Option<u64>) {
         let newest = self.iter().rev().find(|s| s.is_complete()).map(|s| s.info.seq);
