@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod network;
+pub mod prefetch;
 pub mod queue;
 pub mod report;
 pub mod scenario;

@@ -43,6 +43,12 @@ pub struct Completion {
     pub at: f64,
     /// Which rate assignment this completion belongs to.
     pub version: u64,
+    /// The flow's sender, receiver and tag: what its end will touch, for cache hints ahead of it.
+    pub src: NodeId,
+    /// The receiver.
+    pub dst: NodeId,
+    /// The tag given when the flow started.
+    pub tag: u64,
 }
 
 /// A flow that finished.
@@ -54,8 +60,6 @@ pub struct Finished {
     pub dst: NodeId,
     /// Bytes moved.
     pub bytes: u64,
-    /// When the flow started.
-    pub started: f64,
     /// What the simulator attached to the flow when it started.
     pub tag: u64,
 }
@@ -74,7 +78,6 @@ struct Flow {
     version: u64,
     /// Unique over the run: tells a queued server entry from a later flow reusing the slot.
     serial: u64,
-    started: f64,
     tag: u64,
 }
 
@@ -119,7 +122,8 @@ struct Link {
     /// Flows leaving an ordinary node (a server keeps its own queue instead).
     outgoing: Vec<FlowId>,
     incoming: Vec<FlowId>,
-    server: Option<Server>,
+    /// Boxed: one node in thousands is a server, and the links of the others stay a cache line or so each.
+    server: Option<Box<Server>>,
 }
 
 /// The network: nodes with capacities, and the flows between them.
@@ -156,7 +160,7 @@ impl Network {
     /// Adds a processor-sharing server (the HTTP origin) that uploads `up` bytes per second.
     pub fn add_server(&mut self, up: f64) -> NodeId {
         let node = self.add_node(up, 0.0);
-        self.links[node].server = Some(Server::default());
+        self.links[node].server = Some(Box::default());
         node
     }
 
@@ -175,6 +179,18 @@ impl Network {
     pub fn served(&mut self, now: f64, server: NodeId) -> f64 {
         self.advance_server(now, server);
         self.links[server].server.as_ref().expect("node is a server").served
+    }
+
+    /// Asks for the cache lines the end of a flow will touch: the flow and its two ends (see [`crate::prefetch`]).
+    pub fn prefetch(&self, c: &Completion) {
+        if let Some(flow) = self.flows.get(c.flow.0) {
+            crate::prefetch::prefetch(flow, 2);
+        }
+        for node in [c.src, c.dst] {
+            if let Some(link) = self.links.get(node) {
+                crate::prefetch::prefetch(link, 2);
+            }
+        }
     }
 
     /// Flows entering `node`.
@@ -197,7 +213,6 @@ impl Network {
             served_from,
             version: 0,
             serial: self.next_serial,
-            started: now,
             tag,
         };
         let id = match self.free.pop() {
@@ -236,7 +251,6 @@ impl Network {
             src: flow.src,
             dst: flow.dst,
             bytes: flow.bytes,
-            started: flow.started,
             tag: flow.tag,
         };
         let changed = self.remove(now, completion.flow);
@@ -398,7 +412,15 @@ impl Network {
             } else {
                 f64::INFINITY
             };
-            completions.push(Completion { flow: id, at, version });
+            let (src, dst, tag) = (flow.src, flow.dst, flow.tag);
+            completions.push(Completion {
+                flow: id,
+                at,
+                version,
+                src,
+                dst,
+                tag,
+            });
         }
         self.touched = touched;
         for &node in nodes {
@@ -468,7 +490,15 @@ impl Network {
         } else {
             f64::INFINITY
         };
-        Some(Completion { flow: id, at, version })
+        let f = self.flows[id.0].as_ref().expect("live head");
+        Some(Completion {
+            flow: id,
+            at,
+            version,
+            src: f.src,
+            dst: f.dst,
+            tag: f.tag,
+        })
     }
 }
 
@@ -502,7 +532,6 @@ mod tests {
                 src: a,
                 dst: b,
                 bytes: 1_000_000,
-                started: 0.0,
                 tag: 7
             }
         );
@@ -656,20 +685,25 @@ mod tests {
         }
         // Each start costs O(log n) and schedules only the head; drain like a simulator, earliest first, skipping
         // stale completions: the flows finish in the order they started (all got the same share).
-        let mut queue: BinaryHeap<Reverse<(VirtualTime, u64, usize)>> = BinaryHeap::new();
-        let push =
-            |queue: &mut BinaryHeap<_>, c: Completion| queue.push(Reverse((VirtualTime(c.at), c.version, c.flow.0)));
+        type Entry = (VirtualTime, u64, usize, NodeId, NodeId, u64);
+        let mut queue: BinaryHeap<Reverse<Entry>> = BinaryHeap::new();
+        let push = |queue: &mut BinaryHeap<_>, c: Completion| {
+            queue.push(Reverse((VirtualTime(c.at), c.version, c.flow.0, c.src, c.dst, c.tag)))
+        };
         for c in pending {
             push(&mut queue, c);
         }
         let (mut finished, mut last) = (0, 0.0);
-        while let Some(Reverse((VirtualTime(at), version, flow))) = queue.pop() {
+        while let Some(Reverse((VirtualTime(at), version, flow, src, dst, tag))) = queue.pop() {
             if let Some((done, more)) = net.finish(
                 at,
                 Completion {
                     flow: FlowId(flow),
                     at,
                     version,
+                    src,
+                    dst,
+                    tag,
                 },
             ) {
                 assert_eq!(done.tag, finished);

@@ -7,6 +7,10 @@
 //! transfers, and the metrics. A [`Strategy`] decides who sends what to whom: the protocol under test drives it.
 //! Everything random comes from one seeded ChaCha generator, and events at the same virtual time run in the order they
 //! were scheduled, so a scenario and its seed give the same report every time.
+//!
+//! Before each event the simulator tells the strategy what the next two are for ([`Strategy::prefetch`]), so that the
+//! state they will touch is on its way into the cache while the current one runs: at thousands of viewers that state
+//! is in main memory, and waiting for it was most of an event's cost. The hints change no result, only timing.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -96,10 +100,16 @@ enum Event {
         source: Source,
         tag: u64,
     },
-    /// A strategy's control message arrives.
-    Message(u64),
-    /// A strategy's timer fires.
-    Timer(u64),
+    /// A strategy's control message arrives (at `to`, a node).
+    Message {
+        tag: u64,
+        to: NodeId,
+    },
+    /// A strategy's timer fires (about a viewer, when the strategy said which).
+    Timer {
+        tag: u64,
+        viewer: Option<u32>,
+    },
     /// Once a virtual second: what the origin sent in the last one.
     Sample,
 }
@@ -140,6 +150,8 @@ pub struct Core {
     /// Byte counts.
     pub bytes: Bytes,
     queue: EventQueue<Event>,
+    /// The first viewer's node: the others follow in the order they joined.
+    first_viewer_node: NodeId,
     /// Flows of requests in progress, by tag, and requests called off before their flow started.
     requests: rustc_hash::FxHashMap<u64, crate::network::FlowId>,
     cancelled_requests: rustc_hash::FxHashSet<u64>,
@@ -204,7 +216,7 @@ impl Core {
     /// Delivers `blocks` (a bitmap) of segment `seq` to `viewer` one latency after a transfer from `src` finished;
     /// the strategy hears of it in [`Strategy::on_delivered`].
     pub fn deliver(&mut self, src: NodeId, viewer: usize, seq: u64, blocks: u128, source: Source, tag: u64) {
-        let at = self.now + self.latency(src, self.viewers[viewer].node);
+        let at = self.now + self.latency(src, self.viewer_node(viewer));
         self.schedule(
             at,
             Event::Deliver {
@@ -224,12 +236,31 @@ impl Core {
     pub fn send_message(&mut self, src: NodeId, dst: NodeId, bytes: usize, tag: u64) {
         self.bytes.control += bytes as f64;
         let at = self.now + self.latency(src, dst);
-        self.schedule(at, Event::Message(tag));
+        self.schedule(at, Event::Message { tag, to: dst });
     }
 
     /// Calls the strategy's [`Strategy::on_timer`] with `tag` at virtual time `at` (now, if `at` has passed).
     pub fn set_timer(&mut self, at: f64, tag: u64) {
-        self.schedule(at.max(self.now), Event::Timer(tag));
+        self.schedule(at.max(self.now), Event::Timer { tag, viewer: None });
+    }
+
+    /// [`Core::set_timer`] for a timer about `viewer` (a message to it that the strategy carries as a timer): the
+    /// simulator can then bring the viewer's state into the cache ahead of it.
+    pub fn set_timer_for(&mut self, at: f64, tag: u64, viewer: usize) {
+        let viewer = u32::try_from(viewer).ok();
+        self.schedule(at.max(self.now), Event::Timer { tag, viewer });
+    }
+
+    /// The node of viewer `viewer`.
+    pub fn viewer_node(&self, viewer: usize) -> NodeId {
+        self.first_viewer_node + viewer
+    }
+
+    /// The viewer whose node is `node`, if it is one (viewers' nodes are made in the order they join, after the
+    /// origin's and the broadcaster's).
+    pub fn viewer_of(&self, node: NodeId) -> Option<usize> {
+        node.checked_sub(self.first_viewer_node)
+            .filter(|v| *v < self.viewers.len())
     }
 
     /// Segment `seq` as the protocol sees it (every segment of a scenario has the same size).
@@ -282,6 +313,20 @@ thread_local! {
     pub static DEBUG_COUNTS: std::cell::RefCell<[u64; 9]> = const { std::cell::RefCell::new([0; 9]) };
 }
 
+/// What the next event is for, told to the strategy ahead of it so that it can ask for the cache lines it will need
+/// (see [`crate::prefetch`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Next {
+    /// Blocks reach this viewer, with the tag given to [`Core::deliver`].
+    Delivery(usize, u64),
+    /// A control message with this tag arrives, at this viewer (or elsewhere).
+    Message(u64, Option<usize>),
+    /// A timer with this tag fires, about this viewer (when the strategy said).
+    Timer(u64, Option<usize>),
+    /// A transfer may finish.
+    Flow(Completion),
+}
+
 /// A protocol, as the simulator drives it.
 pub trait Strategy {
     /// A viewer joined (its `first_seq` is set when a segment exists).
@@ -299,6 +344,10 @@ pub trait Strategy {
     fn on_message(&mut self, _core: &mut Core, _tag: u64) {}
     /// A timer set with [`Core::set_timer`] fired.
     fn on_timer(&mut self, _core: &mut Core, _tag: u64) {}
+    /// An event to come is `next`: a hint to bring what it needs into the cache (nothing by default); `deep` when it
+    /// is the very next one, whose state was hinted at one event before (what that state points to can be read
+    /// now without waiting).
+    fn prefetch(&self, _core: &Core, _next: Next, _deep: bool) {}
 }
 
 /// A simulation run of one scenario with one strategy.
@@ -327,6 +376,7 @@ impl<S: Strategy> Simulation<S> {
             segment_ready: Vec::new(),
             bytes: Bytes::default(),
             queue: EventQueue::new(),
+            first_viewer_node: broadcaster + 1,
             requests: rustc_hash::FxHashMap::default(),
             cancelled_requests: rustc_hash::FxHashSet::default(),
             events: 0,
@@ -377,12 +427,13 @@ impl<S: Strategy> Simulation<S> {
                     Event::Flow(_) => 3,
                     Event::StartFlow { .. } => 4,
                     Event::Deliver { .. } => 5,
-                    Event::Message(_) => 6,
-                    Event::Timer(_) => 7,
+                    Event::Message { .. } => 6,
+                    Event::Timer { .. } => 7,
                     Event::Sample => 8,
                 };
                 DEBUG_COUNTS.with(|c| c.borrow_mut()[k] += 1);
             }
+            self.prefetch_next();
             self.handle(event);
             // Rates are recomputed once for every event of the same instant: a sender's pushes of one block to its
             // children end together, and settling the rates after each of them in turn would re-time (and leave
@@ -394,6 +445,34 @@ impl<S: Strategy> Simulation<S> {
             }
         }
         false
+    }
+
+    /// Asks for the cache lines the next event will need while the current one runs: at thousands of viewers its
+    /// peer's state is in main memory, and a hint one event ahead hides most of the wait.
+    fn prefetch_next(&mut self) {
+        let (first, viewers) = (self.core.first_viewer_node, self.core.viewers.len());
+        let next_of = |event: Option<&Event>| -> Option<Next> {
+            Some(match event? {
+                Event::Deliver { viewer, tag, .. } => Next::Delivery(*viewer, *tag),
+                Event::Message { tag, to } => Next::Message(*tag, to.checked_sub(first).filter(|v| *v < viewers)),
+                Event::Timer { tag, viewer } => Next::Timer(*tag, viewer.map(|v| v as usize)),
+                Event::Flow(c) => Next::Flow(*c),
+                _ => return None,
+            })
+        };
+        let (next, after) = self.core.queue.peek_two();
+        let (next, after) = (next_of(next), next_of(after));
+        // Two events ahead, the structs; one ahead, also what they point to, read from the structs asked for the
+        // step before (an address read from a struct not in the cache would wait for main memory).
+        for (next, deep) in [(after, false), (next, true)] {
+            let Some(next) = next else { continue };
+            match next {
+                Next::Delivery(viewer, _) => crate::prefetch::prefetch(&self.core.viewers[viewer], 2),
+                Next::Flow(c) => self.core.net.prefetch(&c),
+                _ => {}
+            }
+            self.strategy.prefetch(&self.core, next, deep);
+        }
     }
 
     /// Every viewer so far.
@@ -435,6 +514,11 @@ impl<S: Strategy> Simulation<S> {
                 // one segment of buffer while the next is made (before any segment exists, the first).
                 let first_seq = Some(core.newest_segment().map_or(0, |n| n.saturating_sub(1)));
                 let viewer = core.viewers.len();
+                debug_assert_eq!(
+                    node,
+                    core.first_viewer_node + viewer,
+                    "viewers' nodes follow one another"
+                );
                 core.viewers.push(Viewer {
                     node,
                     joined: core.now,
@@ -528,8 +612,8 @@ impl<S: Strategy> Simulation<S> {
                 let fresh = blocks & !held;
                 self.strategy.on_delivered(core, viewer, from, seq, fresh, tag);
             }
-            Event::Message(tag) => self.strategy.on_message(core, tag),
-            Event::Timer(tag) => self.strategy.on_timer(core, tag),
+            Event::Message { tag, .. } => self.strategy.on_message(core, tag),
+            Event::Timer { tag, .. } => self.strategy.on_timer(core, tag),
         }
     }
 

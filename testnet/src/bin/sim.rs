@@ -145,17 +145,24 @@ fn run_scenario() -> Result<()> {
     Ok(())
 }
 
-/// Runs to the end, one virtual second at a time, with a progress bar on stderr.
+/// Runs to the end, one virtual second at a time, with a progress bar on stderr — or, when stderr is not a terminal
+/// (a log, CI), a line per virtual minute with the wall time so far.
 fn run<S: Strategy>(mut sim: Simulation<S>) -> Report {
+    use std::io::IsTerminal;
     let bar = ProgressBar::new(sim.duration().ceil() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} virtual s")
             .expect("valid template"),
     );
+    let log = !std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
     let mut t = 0.0;
     while sim.run_until(t) {
         t += 1.0;
         bar.set_position(t as u64);
+        if log && t % 60.0 == 0.0 {
+            eprintln!("{t:.0} virtual s in {:.1} s", started.elapsed().as_secs_f64());
+        }
     }
     bar.finish_and_clear();
     sim.report()

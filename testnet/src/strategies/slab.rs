@@ -31,6 +31,13 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Asks for the cache line of `tag`'s slot (see [`crate::prefetch`]); nothing in it is read.
+    pub(crate) fn prefetch(&self, tag: u64) {
+        if let Some(slot) = self.slots.get(tag as usize) {
+            crate::prefetch::prefetch(slot, 1);
+        }
+    }
+
     /// Takes the value of `tag` out (once).
     pub(crate) fn take(&mut self, tag: u64) -> Option<T> {
         let value = self.slots.get_mut(tag as usize)?.take();

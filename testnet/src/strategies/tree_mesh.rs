@@ -12,7 +12,7 @@ use streamrp2p_protocols::treemesh::{
 
 use super::slab::Slab;
 use crate::network::{Finished, NodeId};
-use crate::sim::{Core, Source, Strategy};
+use crate::sim::{Core, Next, Source, Strategy};
 
 thread_local! {
     /// Debug: messages by kind.
@@ -75,6 +75,10 @@ pub struct TreeMeshSim {
     /// When each peer's timer is set for (the last slot is the broadcaster's).
     timer_at: Vec<f64>,
     present: Vec<u32>,
+    /// Whether each viewer is in the stream, and whether it is behind NAT: a byte each, where reading the simulator's
+    /// record of the viewer would bring its lines into the cache for one flag.
+    alive: Vec<bool>,
+    nat: Vec<bool>,
     position: Vec<usize>,
     messages: Slab<InFlight>,
     /// A buffer for a machine's outputs, reused.
@@ -109,6 +113,8 @@ impl TreeMeshSim {
             viewers: Vec::new(),
             timer_at: vec![f64::INFINITY],
             present: Vec::new(),
+            alive: Vec::new(),
+            nat: Vec::new(),
             position: Vec::new(),
             messages: Slab::default(),
             scratch: Vec::new(),
@@ -147,12 +153,12 @@ impl TreeMeshSim {
         if peer == BROADCASTER {
             core.broadcaster
         } else {
-            core.viewers[peer as usize].node
+            core.viewer_node(peer as usize)
         }
     }
 
-    fn nat(core: &Core, peer: u32) -> bool {
-        peer != BROADCASTER && core.viewers[peer as usize].nat
+    fn nat(&self, peer: u32) -> bool {
+        peer != BROADCASTER && self.nat[peer as usize]
     }
 
     fn machine(&mut self, peer: u32) -> Option<&mut TreeMesh<u32>> {
@@ -174,20 +180,23 @@ impl TreeMeshSim {
             eprintln!("{now:.3} {peer} <- {input:?}");
         }
         let Some(m) = self.machine(peer) else { return };
+        let play_before = m.play_from();
         m.handle(now, input);
-        self.drive(core, peer);
+        self.drive(core, peer, play_before);
     }
 
-    fn drive(&mut self, core: &mut Core, peer: u32) {
+    /// Carries out what `peer`'s machine asks after an input; `play_before` is its player's plan before the input.
+    fn drive(&mut self, core: &mut Core, peer: u32, play_before: Option<f64>) {
         let mut outputs = std::mem::take(&mut self.scratch);
         let Some(m) = self.machine(peer) else { return };
         while let Some(o) = m.poll_output() {
             outputs.push(o);
         }
         let wake = m.poll_timeout();
-        if peer != BROADCASTER {
+        let play_from = m.play_from();
+        if peer != BROADCASTER && play_from != play_before {
             // The player's startup plan, set once the segment after its first is known.
-            core.viewers[peer as usize].play_from = m.play_from();
+            core.viewers[peer as usize].play_from = play_from;
         }
         for output in outputs.drain(..) {
             if self.trace == Some(peer) {
@@ -227,7 +236,7 @@ impl TreeMeshSim {
                     }
                     MSG_COUNTS.with(|c| *c.borrow_mut().entry(name).or_insert(0u64) += 1);
                 }
-                if Self::nat(core, peer) && Self::nat(core, to) {
+                if self.nat(peer) && self.nat(to) {
                     // Neither side can take the connection: the message never arrives.
                     core.bytes.control += bytes as f64;
                     return;
@@ -246,7 +255,7 @@ impl TreeMeshSim {
                 } else {
                     UploadKind::Serve
                 };
-                if to != BROADCASTER && !core.viewers[to as usize].present() {
+                if to != BROADCASTER && !self.alive[to as usize] {
                     // The receiver is gone: the upload fails at once.
                     self.feed(core, peer, Input::Uploaded { to, kind });
                     return;
@@ -323,7 +332,7 @@ impl TreeMeshSim {
             .filter(|v| *v != except)
             .take(DISCOVERED)
             .collect();
-        found.extend(sample.into_iter().map(|v| (v, !core.viewers[v as usize].nat)));
+        found.extend(sample.into_iter().map(|v| (v, !self.nat[v as usize])));
         found
     }
 
@@ -472,6 +481,12 @@ impl Strategy for TreeMeshSim {
         let candidates = self.discover(core, id);
         self.position[viewer] = self.present.len();
         self.present.push(id);
+        if self.alive.len() <= viewer {
+            self.alive.resize(viewer + 1, false);
+            self.nat.resize(viewer + 1, false);
+        }
+        self.alive[viewer] = true;
+        self.nat[viewer] = core.viewers[viewer].nat;
         let tail = match core.newest_segment() {
             Some(newest) => (newest.saturating_sub(1)..=newest)
                 .map(|s| core.segment_info(s))
@@ -497,6 +512,7 @@ impl Strategy for TreeMeshSim {
 
     fn on_leave(&mut self, core: &mut Core, viewer: usize, cancelled: Vec<u64>) {
         let id = viewer as u32;
+        self.alive[viewer] = false;
         let Some(machine) = self.viewers[viewer].take() else {
             return;
         };
@@ -535,11 +551,11 @@ impl Strategy for TreeMeshSim {
         let hops = gossip_hops(self.present.len());
         for i in 0..self.present.len() {
             let to = self.present[i];
-            let node = core.viewers[to as usize].node;
+            let node = core.viewer_node(to as usize);
             let delay = core.latency(core.broadcaster, node) + (hops - 1.0) * GOSSIP_HOP_S;
             core.bytes.control += (GOSSIP_COPIES * ANNOUNCEMENT_BYTES) as f64;
             let tag = self.messages.insert(InFlight::Announce { to, segment: info });
-            core.set_timer(core.now + delay, tag_message(tag));
+            core.set_timer_for(core.now + delay, tag_message(tag), to as usize);
         }
     }
 
@@ -614,6 +630,44 @@ impl Strategy for TreeMeshSim {
         }
     }
 
+    fn prefetch(&self, core: &Core, next: Next, deep: bool) {
+        use crate::prefetch::prefetch;
+        // Addresses only: nothing here reads what it asks for (a read would wait for it, which is what this avoids).
+        let peer = match next {
+            Next::Delivery(viewer, tag) => {
+                self.transfers.prefetch(tag);
+                Some(viewer)
+            }
+            Next::Timer(tag, None) if tag & (1 << 63) == 0 => {
+                let peer = tag as u32;
+                (peer != BROADCASTER).then_some(peer as usize)
+            }
+            Next::Message(tag, viewer) | Next::Timer(tag, viewer) => {
+                self.messages.prefetch(tag & !(1 << 63));
+                viewer
+            }
+            Next::Flow(c) => {
+                if c.tag <= ORIGIN_TAGS {
+                    self.transfers.prefetch(c.tag);
+                }
+                let sender = core.viewer_of(c.src);
+                if let Some(v) = sender {
+                    prefetch(&core.viewers[v], 1);
+                }
+                sender
+            }
+        };
+        if let Some(t) = peer.and_then(|p| self.timer_at.get(Self::timer_slot(p as u32))) {
+            prefetch(t, 1);
+        }
+        if let Some(m) = peer.and_then(|p| self.viewers.get(p)) {
+            prefetch(m, 12);
+            if deep && let Some(m) = m {
+                m.hot_memory(|start, bytes| crate::prefetch::prefetch_bytes(start, bytes, 8));
+            }
+        }
+    }
+
     fn on_timer(&mut self, core: &mut Core, tag: u64) {
         if tag & (1 << 63) != 0 {
             return self.on_message(core, tag & !(1 << 63));
@@ -646,7 +700,8 @@ impl Strategy for TreeMeshSim {
             core.set_timer(wake, u64::from(peer));
             return;
         }
+        let play_before = m.play_from();
         m.handle_timeout(now);
-        self.drive(core, peer);
+        self.drive(core, peer, play_before);
     }
 }
