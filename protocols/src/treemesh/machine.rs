@@ -460,6 +460,13 @@ impl<P: PeerId> TreeMesh<P> {
         Some(wake)
     }
 
+    /// [`Self::poll_timeout`] worked out afresh, ignoring the wake-up kept from before: for checking that the one kept
+    /// is the one the state gives.
+    #[doc(hidden)]
+    pub fn poll_timeout_afresh(&self) -> Option<f64> {
+        Some(self.work_out_wake().0)
+    }
+
     /// The wake-up, worked out from the state, and whether it stands until an input moves it (see
     /// [`Self::poll_timeout`]).
     fn work_out_wake(&self) -> (f64, bool) {

@@ -131,8 +131,8 @@ impl TreeMeshSim {
 
     /// Checks the machines' wake-up contract as the run goes: a timer that fires before its machine's wake-up
     /// time is set again for that time, which is right only if a timeout handled then would do nothing. With this
-    /// on, each such early timer runs the timeout on a copy of the machine and panics if the copy does anything.
-    /// Slow: for tests.
+    /// on, each such early timer runs the timeout on a copy of the machine and panics if the copy does anything, and
+    /// after every input the wake-up a machine kept must be the one its state gives. Slow: for tests.
     pub fn checking_wakeups(mut self) -> Self {
         self.check_wakeups = true;
         self
@@ -188,11 +188,20 @@ impl TreeMeshSim {
     /// Carries out what `peer`'s machine asks after an input; `play_before` is its player's plan before the input.
     fn drive(&mut self, core: &mut Core, peer: u32, play_before: Option<f64>) {
         let mut outputs = std::mem::take(&mut self.scratch);
+        let check_wakeups = self.check_wakeups;
         let Some(m) = self.machine(peer) else { return };
         while let Some(o) = m.poll_output() {
             outputs.push(o);
         }
         let wake = m.poll_timeout();
+        if check_wakeups {
+            let afresh = m.poll_timeout_afresh();
+            assert_eq!(
+                wake, afresh,
+                "peer {peer} at {}: a kept wake-up differs from the state's",
+                core.now
+            );
+        }
         let play_from = m.play_from();
         if peer != BROADCASTER && play_from != play_before {
             // The player's startup plan, set once the segment after its first is known.
