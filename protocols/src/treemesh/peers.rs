@@ -136,8 +136,8 @@ impl<P: Copy> Known<P> {
 
     /// Whether it holds segment `seq` whole, as far as we know.
     pub(super) fn holds(&self, seq: u64) -> bool {
-        // Both ends known, or no segment at all: an unknown end is `u64::MAX`, which no oldest is at or below but
-        // the unknown one.
+        // Both ends must be known. An unknown end is `u64::MAX`, above every segment number: an unknown oldest fails
+        // the first test by itself, an unknown newest would pass the second, hence the third.
         let (o, n) = (self.oldest.0, self.newest.0);
         o <= seq && seq <= n && n != OptSeq::NONE.0
     }
