@@ -10,21 +10,13 @@
 /// Asks for the cache lines of `value` (all of them, up to `max_lines`).
 #[inline]
 pub fn prefetch<T>(value: &T, max_lines: usize) {
-    let start = (value as *const T).cast::<i8>();
-    let lines = std::mem::size_of::<T>().div_ceil(64).min(max_lines);
-    for line in 0..lines {
-        hint(start.wrapping_add(line * 64));
-    }
+    prefetch_bytes((value as *const T).cast(), std::mem::size_of::<T>(), max_lines);
 }
 
-/// Asks for the cache lines of the first `max_lines` of a slice's elements' bytes.
+/// Asks for the cache lines of a slice's elements (the first `max_lines` of them).
 #[inline]
 pub fn prefetch_slice<T>(values: &[T], max_lines: usize) {
-    let start = values.as_ptr().cast::<i8>();
-    let lines = std::mem::size_of_val(values).div_ceil(64).min(max_lines);
-    for line in 0..lines {
-        hint(start.wrapping_add(line * 64));
-    }
+    prefetch_bytes(values.as_ptr().cast(), std::mem::size_of_val(values), max_lines);
 }
 
 /// Asks for the cache lines of `bytes` bytes at `start` (the first `max_lines` of them).

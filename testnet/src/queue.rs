@@ -196,11 +196,11 @@ impl<E> EventQueue<E> {
                 let far = self.overflow.pop().expect("peeked");
                 bucket.add(far.key, far.event);
             }
-            // The closed bucket's lists are kept for a bucket to come (a few of them: the ring must not hold more
-            // memory than the events in it).
             // Its events were written up to the ring's span ago, and are read in the order of their times: ask for
             // them all now, in one sweep the processor can overlap.
             crate::prefetch::prefetch_slice(&bucket.events, usize::MAX);
+            // The closed bucket's lists are kept for a bucket to come (a few of them: the ring must not hold more
+            // memory than the events in it).
             let keys = std::mem::replace(&mut self.open, QuaternaryHeap::from(bucket.keys)).into_vec();
             let events = std::mem::replace(&mut self.open_events, bucket.events);
             if self.spare.len() < SPARE_LISTS {
@@ -310,6 +310,35 @@ mod tests {
         }
         assert!(queue.is_empty());
         assert_eq!(queue.pop(), None);
+    }
+
+    #[test]
+    fn peek_two_shows_the_next_two_events_to_come() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut queue = EventQueue::new();
+        let mut now = 0.0;
+        let mut seconds_seen = 0;
+        for i in 0..20_000u32 {
+            let at = now + rng.random_range(0.0..0.05);
+            queue.push(at, i);
+            if rng.random_range(0..2) == 0 {
+                continue;
+            }
+            let (first, second) = queue.peek_two();
+            let (first, second) = (first.copied(), second.copied());
+            let (t, popped) = queue.pop().expect("an event was pushed");
+            assert_eq!(first, Some(popped), "the first peeked is the next popped");
+            now = t;
+            if let Some(second) = second {
+                // With nothing pushed in between, the second peeked is the one popped after.
+                assert_eq!(queue.pop().map(|(_, e)| e), Some(second));
+                seconds_seen += 1;
+            }
+        }
+        assert!(
+            seconds_seen > 1_000,
+            "the second is found in the open bucket: {seconds_seen}"
+        );
     }
 
     #[test]

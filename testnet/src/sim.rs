@@ -259,8 +259,7 @@ impl Core {
     /// The viewer whose node is `node`, if it is one (viewers' nodes are made in the order they join, after the
     /// origin's and the broadcaster's).
     pub fn viewer_of(&self, node: NodeId) -> Option<usize> {
-        node.checked_sub(self.first_viewer_node)
-            .filter(|v| *v < self.viewers.len())
+        viewer_of_node(node, self.first_viewer_node, self.viewers.len())
     }
 
     /// Segment `seq` as the protocol sees it (every segment of a scenario has the same size).
@@ -311,6 +310,12 @@ impl Core {
 thread_local! {
     /// Debug: events by kind.
     pub static DEBUG_COUNTS: std::cell::RefCell<[u64; 9]> = const { std::cell::RefCell::new([0; 9]) };
+}
+
+/// The viewer whose node is `node`, when the first viewer's is `first` and `viewers` have joined (see
+/// [`Core::viewer_of`]; a free function for where the queue is borrowed).
+fn viewer_of_node(node: NodeId, first: NodeId, viewers: usize) -> Option<usize> {
+    node.checked_sub(first).filter(|v| *v < viewers)
 }
 
 /// What the next event is for, told to the strategy ahead of it so that it can ask for the cache lines it will need
@@ -454,7 +459,7 @@ impl<S: Strategy> Simulation<S> {
         let next_of = |event: Option<&Event>| -> Option<Next> {
             Some(match event? {
                 Event::Deliver { viewer, tag, .. } => Next::Delivery(*viewer, *tag),
-                Event::Message { tag, to } => Next::Message(*tag, to.checked_sub(first).filter(|v| *v < viewers)),
+                Event::Message { tag, to } => Next::Message(*tag, viewer_of_node(*to, first, viewers)),
                 Event::Timer { tag, viewer } => Next::Timer(*tag, viewer.map(|v| v as usize)),
                 Event::Flow(c) => Next::Flow(*c),
                 _ => return None,

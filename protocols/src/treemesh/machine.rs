@@ -578,7 +578,7 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     /// Where the state that inputs touch most lives, as (address, bytes) runs: the segments being worked on, the
-    /// peer table, the pulls and origin fetches in flight, the children and the output queue. For a driver of many
+    /// peer table, the pulls and origin fetches in flight, and the children. For a driver of many
     /// machines in one thread (the simulator) that asks the processor to bring them into the cache before the next
     /// input: reading these addresses reads only this struct, and nothing is read through them.
     pub fn hot_memory(&self, mut run: impl FnMut(*const u8, usize)) {
@@ -595,7 +595,6 @@ impl<P: PeerId> TreeMesh<P> {
         slice(&mut run, &self.pulls);
         slice(&mut run, &self.origin);
         slice(&mut run, &self.children);
-        slice(&mut run, self.out.as_slices().0);
     }
 
     /// Whether segment `seq` is whole here.
