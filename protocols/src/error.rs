@@ -43,6 +43,38 @@ pub enum WireError {
     /// A manifest entry is malformed or its signature does not verify.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A peer id field does not hold valid libp2p peer id bytes.
+    #[error("invalid peer id: {0}")]
+    PeerId(#[from] libp2p_identity::ParseError),
+    /// A number is above the largest value its field allows (the range of a narrower type, a protocol limit, or the
+    /// last block of the segment it refers to).
+    #[error("field `{field}` is {value}, above its maximum of {max}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value received.
+        value: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
+    /// An enum field holds a value the protocol does not define.
+    #[error("field `{field}` holds the unknown value {value}")]
+    UnknownEnum {
+        /// The field.
+        field: &'static str,
+        /// The value received.
+        value: i32,
+    },
+    /// A block's bytes are not as many as its segment's size says.
+    #[error("block {index} holds {len} bytes, its segment says {expected}")]
+    BlockLength {
+        /// The block's index in its segment.
+        index: u16,
+        /// Bytes received.
+        len: usize,
+        /// Bytes the block has, given its segment's size.
+        expected: u32,
+    },
 }
 
 /// Fails with [`WireError::TooLarge`] when `size` exceeds `max`.

@@ -13,6 +13,8 @@
 //! - [`control`]: the small control messages carried on a stream's gossipsub topic (never segment bytes).
 //! - [`playback`]: the virtual player that turns segment arrival times into what a person would have seen.
 //! - [`treemesh`]: the stream's hybrid tree-mesh and block scheduler, which the node and the simulator both run.
+//!   Its messages and blocks travel over the request-response protocol `/streamrp2p/treemesh/1.0.0`
+//!   ([`treemesh::wire`]).
 //!
 //! Every decoder here takes untrusted bytes, enforces a documented maximum size and returns a typed error instead
 //! of panicking; the property tests in `tests/` feed them arbitrary bytes.

@@ -10,11 +10,82 @@ use streamrp2p_protocols::control::ControlMessage;
 use streamrp2p_protocols::manifest::{ManifestEntry, SignedManifestEntry};
 use streamrp2p_protocols::segment::split;
 use streamrp2p_protocols::stream::SignedStreamInfo;
+use streamrp2p_protocols::treemesh::wire::Frame;
+use streamrp2p_protocols::treemesh::{Advert, AttachRequest, Message, Refusal, SegmentInfo};
 
 fn decode_all(bytes: &[u8]) {
     let _ = ChunkRequest::decode(bytes);
     let _ = ChunkResponse::decode(bytes);
     let _ = ControlMessage::decode(bytes);
+    let _ = Frame::decode(bytes);
+    let _ = Frame::decode_bytes(bytes.to_vec().into());
+}
+
+/// Valid tree-mesh frames: the messages with the most fields, and blocks.
+fn valid_frames(info: &SignedStreamInfo) -> Vec<Frame> {
+    let peer = || Keypair::generate_ed25519().public().to_peer_id();
+    let advert = Box::new(Advert {
+        path: vec![peer(), peer(), peer()],
+        rooted: true,
+        backbone: true,
+        forwards: true,
+        spare_slots: 3,
+        leaf_children: 2,
+        reachable: true,
+        newest: Some(12),
+        oldest: Some(3),
+        room: Some((peer(), 2)),
+        backbone_room: Some((peer(), 1)),
+        free: 7,
+        any_room: Some((peer(), 3)),
+        any_free: 9,
+        fringe: Some((peer(), 1)),
+    });
+    let request = AttachRequest {
+        from_seq: 12,
+        held: 0b1011,
+        reachable: true,
+        slots: 4,
+        stable: true,
+        max_depth: 6,
+        orphan: true,
+    };
+    let segment = SegmentInfo {
+        seq: 12,
+        bytes: 200_000,
+    };
+    let control = |message| Frame::Control {
+        stream: info.id(),
+        message,
+    };
+    vec![
+        control(Message::ProbeReply {
+            advert,
+            peers: vec![(peer(), true), (peer(), false)],
+        }),
+        control(Message::Place {
+            joiner: peer(),
+            request,
+            hops: 2,
+        }),
+        control(Message::Have {
+            segment,
+            blocks: 1 << 70 | 0b111,
+        }),
+        control(Message::Want { segment, block: 3 }),
+        control(Message::Refused {
+            seq: 12,
+            block: 1,
+            reason: Refusal::NotBackbone,
+        }),
+        Frame::Block {
+            stream: info.id(),
+            segment,
+            index: 3,
+            push: true,
+            data: vec![8; 200_000 - 3 * 65_536].into(),
+        },
+    ]
 }
 
 /// Valid encodings of every message kind, for mutation.
@@ -53,6 +124,9 @@ fn valid_messages() -> Vec<Vec<u8>> {
         }
         .encode(),
     ]
+    .into_iter()
+    .chain(valid_frames(&info).iter().map(Frame::encode))
+    .collect()
 }
 
 proptest! {
@@ -65,12 +139,12 @@ proptest! {
 
     #[test]
     fn mutated_valid_messages_never_panic(
-        which in 0usize..7,
+        which in any::<prop::sample::Index>(),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
     ) {
         thread_local!(static VALID: Vec<Vec<u8>> = valid_messages());
-        let mut bytes = VALID.with(|v| v[which].clone());
+        let mut bytes = VALID.with(|v| v[which.index(v.len())].clone());
         for (at, value) in flips {
             let i = at.index(bytes.len());
             bytes[i] ^= value;
@@ -91,5 +165,9 @@ fn valid_messages_decode_to_what_was_encoded() {
     }
     for bytes in &v[5..7] {
         assert_eq!(ControlMessage::decode(bytes).unwrap().encode(), *bytes);
+    }
+    assert_eq!(v.len(), 13);
+    for bytes in &v[7..] {
+        assert_eq!(Frame::decode(bytes).unwrap().encode(), *bytes);
     }
 }

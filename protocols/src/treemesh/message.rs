@@ -117,8 +117,8 @@ pub enum Refusal {
     Loop,
 }
 
-/// A control message between two peers of a stream. Segment bytes never travel in these: blocks go over the chunk
-/// protocol ([`super::Output::Push`], [`super::Output::Serve`]).
+/// A control message between two peers of a stream. Segment bytes never travel in these: blocks
+/// ([`super::Output::Push`], [`super::Output::Serve`]) travel in frames of their own (see [`super::wire`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<P> {
     /// A joiner (or an orphan) asks for the peer's advert and a few other peers.

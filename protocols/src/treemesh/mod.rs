@@ -81,6 +81,7 @@ mod repair;
 mod tree;
 mod upload;
 mod window;
+pub mod wire;
 
 pub use config::{BACKGROUND_SHARE, Config, Policy, Role};
 pub use machine::{BlockSource, Counters, Input, Output, PeerId, TreeMesh, UploadKind};
