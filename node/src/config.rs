@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use crate::policy::Policy;
+
 /// Kademlia mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -19,6 +21,9 @@ pub enum DhtMode {
     /// Never answer DHT queries (a node behind NAT that cannot be reached).
     Client,
 }
+
+/// [`NodeConfig::upload_capacity_kbps`]'s default: 20 Mbit/s, the upload half of the FCC's broadband benchmark.
+pub const DEFAULT_UPLOAD_CAPACITY_KBPS: f64 = 20_000.0;
 
 /// Everything a node needs to run. `NodeConfig::default()` is a node on all interfaces with an ephemeral identity.
 #[derive(Clone, Debug)]
@@ -58,6 +63,14 @@ pub struct NodeConfig {
     /// How long a segment may be missing before the playlist skips past it: 3 target durations, so a player's
     /// buffer drains before the gap is given up.
     pub skip_gap_after: Duration,
+    /// What the owner allows the node to upload ([`Policy`]). Default: no cap, not metered, not background, no ratio
+    /// limit — a desktop or server node; see [`Policy::phone`] for a phone's.
+    pub policy: Policy,
+    /// The uplink the node assumes, in kbit/s, when planning how many peers it feeds and no lower
+    /// `policy.max_upload_kbps` is set. It is not measured yet. 20,000 kbit/s: the upload half of the FCC's fixed
+    /// broadband benchmark (100/20 Mbit/s since 2024), 8 times the simulator's 2.5 Mbit/s stream. A node on a slower
+    /// uplink should say so (`--upload-capacity-kbps`) or cap its upload (`--max-upload-kbps`).
+    pub upload_capacity_kbps: f64,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +94,8 @@ impl Default for NodeConfig {
             max_requests_per_peer: 16,
             ban_duration: Duration::from_secs(600),
             skip_gap_after: Duration::from_secs(6),
+            policy: Policy::default(),
+            upload_capacity_kbps: DEFAULT_UPLOAD_CAPACITY_KBPS,
         }
     }
 }

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use streamrp2p_node::{DhtMode, Multiaddr, NodeConfig};
+use streamrp2p_node::{DhtMode, Multiaddr, NodeConfig, Policy};
 
 use super::CommonArgs;
 
@@ -31,6 +31,11 @@ pub(super) struct FileConfig {
     broadcaster_holdoff_s: Option<f64>,
     max_requests_per_peer: Option<usize>,
     ban_s: Option<f64>,
+    max_upload_kbps: Option<f64>,
+    metered: Option<bool>,
+    background: Option<bool>,
+    max_ratio: Option<f64>,
+    upload_capacity_kbps: Option<f64>,
 }
 
 fn addrs(field: &str, values: &[String]) -> Result<Vec<Multiaddr>> {
@@ -74,6 +79,26 @@ impl FileConfig {
             cli.data_dir.clone().or(self.data_dir).or_else(|| {
                 directories::ProjectDirs::from("", "", "streamrp2p").map(|dirs| dirs.data_dir().to_path_buf())
             });
+        // A flag can only switch these on; `metered = true` in the file stays unless the file says otherwise.
+        let policy = Policy {
+            max_upload_kbps: cli.max_upload_kbps.or(self.max_upload_kbps),
+            metered: cli.metered || self.metered.unwrap_or(d.policy.metered),
+            background: cli.background || self.background.unwrap_or(d.policy.background),
+            max_ratio: cli.max_ratio.or(self.max_ratio),
+        };
+        policy
+            .validate()
+            .context("invalid resource policy (--max-upload-kbps, --max-ratio or the config file)")?;
+        let upload_capacity_kbps = cli
+            .upload_capacity_kbps
+            .or(self.upload_capacity_kbps)
+            .unwrap_or(d.upload_capacity_kbps);
+        if !(upload_capacity_kbps.is_finite() && upload_capacity_kbps > 0.0) {
+            bail!(
+                "upload_capacity_kbps must be a finite number of kbit/s above 0, not {upload_capacity_kbps}; to upload \
+                 nothing pass --metered"
+            );
+        }
         Ok(NodeConfig {
             data_dir,
             listen: pick(&cli.listen, addrs("listen", &self.listen)?, d.listen),
@@ -98,6 +123,8 @@ impl FileConfig {
             max_requests_per_peer: self.max_requests_per_peer.unwrap_or(d.max_requests_per_peer).max(1),
             ban_duration: seconds("ban_s", self.ban_s, d.ban_duration)?,
             skip_gap_after: d.skip_gap_after,
+            policy,
+            upload_capacity_kbps,
         })
     }
 }

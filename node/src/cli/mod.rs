@@ -42,6 +42,21 @@ struct CommonArgs {
     /// Address of the HTTP gateway and API [default: 127.0.0.1:8080]
     #[arg(long, global = true, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Upload at most this many kbit/s [default: no cap beyond --upload-capacity-kbps]
+    #[arg(long, global = true, value_name = "KBPS")]
+    max_upload_kbps: Option<f64>,
+    /// Metered network (cellular data): upload nothing, only watch
+    #[arg(long, global = true)]
+    metered: bool,
+    /// Background mode (a phone with the screen off): a quarter of the upload budget, never in the backbone
+    #[arg(long, global = true)]
+    background: bool,
+    /// Stop serving once uploaded bytes exceed RATIO times downloaded bytes [default: no limit]
+    #[arg(long, global = true, value_name = "RATIO")]
+    max_ratio: Option<f64>,
+    /// The uplink this node assumes when planning, in kbit/s [default: 20000]
+    #[arg(long, global = true, value_name = "KBPS")]
+    upload_capacity_kbps: Option<f64>,
     /// TOML file holding any of these options (command-line options win)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -165,4 +180,88 @@ fn print_play_url(node: &NodeHandle, stream: StreamId) {
 
 async fn wait_for_ctrl_c(_node: &NodeHandle) -> Result<()> {
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str], file: &str) -> Result<NodeConfig> {
+        let cli = Cli::try_parse_from(args)?;
+        let file: FileConfig = toml::from_str(file)?;
+        file.merge(&cli.common)
+    }
+
+    #[test]
+    fn policy_flags_on_any_command() {
+        let c = config(
+            &[
+                "streamrp2p",
+                "node",
+                "--max-upload-kbps",
+                "1500",
+                "--metered",
+                "--background",
+                "--max-ratio",
+                "1.5",
+                "--upload-capacity-kbps",
+                "8000",
+            ],
+            "",
+        )
+        .unwrap();
+        let expected = streamrp2p_node::Policy {
+            max_upload_kbps: Some(1500.0),
+            metered: true,
+            background: true,
+            max_ratio: Some(1.5),
+        };
+        assert_eq!(c.policy, expected);
+        assert_eq!(c.upload_capacity_kbps, 8000.0);
+        let c = config(&["streamrp2p", "--background", "watch", &"ab".repeat(32)], "").unwrap();
+        assert!(c.policy.background);
+    }
+
+    #[test]
+    fn defaults_file_and_command_line_wins() {
+        let c = config(&["streamrp2p", "keys"], "").unwrap();
+        assert_eq!(c.policy, streamrp2p_node::Policy::default());
+        assert_eq!(c.upload_capacity_kbps, streamrp2p_node::DEFAULT_UPLOAD_CAPACITY_KBPS);
+        let file =
+            "max_upload_kbps = 700\nmetered = true\nmax_ratio = 2.0\nupload_capacity_kbps = 5000\nbackground = true";
+        let c = config(&["streamrp2p", "node"], file).unwrap();
+        assert_eq!(c.policy.max_upload_kbps, Some(700.0));
+        assert!(c.policy.metered && c.policy.background);
+        assert_eq!(c.policy.max_ratio, Some(2.0));
+        assert_eq!(c.upload_capacity_kbps, 5000.0);
+        let c = config(
+            &[
+                "streamrp2p",
+                "node",
+                "--max-upload-kbps",
+                "900",
+                "--upload-capacity-kbps",
+                "6000",
+            ],
+            file,
+        )
+        .unwrap();
+        assert_eq!(c.policy.max_upload_kbps, Some(900.0));
+        assert_eq!(c.upload_capacity_kbps, 6000.0);
+    }
+
+    #[test]
+    fn invalid_values_say_what_to_pass() {
+        let error = config(&["streamrp2p", "node", "--max-upload-kbps", "0"], "").unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("max_upload_kbps") && message.contains("metered"),
+            "{message}"
+        );
+        let error = config(&["streamrp2p", "node"], "max_ratio = -1.0").unwrap_err();
+        assert!(format!("{error:#}").contains("max_ratio"), "{error:#}");
+        let error = config(&["streamrp2p", "node", "--upload-capacity-kbps", "0"], "").unwrap_err();
+        assert!(format!("{error:#}").contains("upload_capacity_kbps"), "{error:#}");
+        assert!(config(&["streamrp2p", "node", "--max-ratio", "many"], "").is_err());
+    }
 }

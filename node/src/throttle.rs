@@ -1,0 +1,1 @@
+//! Upload rate limiting: a token bucket.
