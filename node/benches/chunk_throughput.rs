@@ -44,7 +44,7 @@ fn swarm() -> Swarm<Bench> {
         .unwrap()
         .with_behaviour(|_| Bench {
             chunk: request_response::Behaviour::with_codec(
-                ChunkCodec,
+                ChunkCodec::default(),
                 [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(20))

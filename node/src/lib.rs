@@ -21,10 +21,10 @@
 #![deny(missing_docs)]
 
 mod config;
-mod fetch;
 mod gateway;
 pub mod identity;
 pub mod ingest;
+mod mesh;
 mod metrics;
 mod network;
 mod node;
@@ -39,7 +39,9 @@ mod throttle;
 
 pub use config::{DEFAULT_UPLOAD_CAPACITY_KBPS, DhtMode, NodeConfig};
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{BuildError, CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, wire_error};
+pub use network::{
+    Ack, BuildError, CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, TREEMESH_PROTOCOL, TreeMeshCodec, wire_error,
+};
 pub(crate) use node::Shared;
 pub use node::{Node, NodeError, NodeEvent, NodeHandle};
 pub use policy::{Policy, PolicyError, PolicyUpdate};

@@ -1,6 +1,7 @@
 //! Prometheus metrics of one node, passed around explicitly (never a global), served at `GET /metrics`.
 
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -57,6 +58,94 @@ pub(crate) struct FlowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StreamLabels {
+    pub(crate) stream: String,
+}
+
+/// A per-stream gauge of a real value.
+type StreamGauge = Family<StreamLabels, Gauge<f64, AtomicU64>>;
+
+/// The tree-mesh figures of each stream, as `/api/status` shows them.
+#[derive(Default)]
+pub(crate) struct StreamMetrics {
+    backbone: StreamGauge,
+    parents: StreamGauge,
+    children: StreamGauge,
+    ttfb: StreamGauge,
+    lag_p50: StreamGauge,
+    lag_p95: StreamGauge,
+    stalled: StreamGauge,
+    watched: StreamGauge,
+    duplicate: StreamGauge,
+}
+
+impl StreamMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let gauges: [(&str, &str, &StreamGauge); 9] = [
+            (
+                "stream_backbone",
+                "1 when in the push tree's backbone, 0 in the mesh",
+                &self.backbone,
+            ),
+            ("stream_parents", "Parents in the push tree", &self.parents),
+            ("stream_children", "Children in the push tree", &self.children),
+            (
+                "stream_ttfb_seconds",
+                "Start of watching to first segment playable",
+                &self.ttfb,
+            ),
+            (
+                "stream_lag_p50_seconds",
+                "Broadcaster to here, median of the newest segments",
+                &self.lag_p50,
+            ),
+            (
+                "stream_lag_p95_seconds",
+                "Broadcaster to here, 95th percentile",
+                &self.lag_p95,
+            ),
+            (
+                "stream_stalled_seconds",
+                "Time the virtual player stalled",
+                &self.stalled,
+            ),
+            (
+                "stream_watched_seconds",
+                "Time the virtual player played or stalled",
+                &self.watched,
+            ),
+            (
+                "stream_duplicate_bytes",
+                "Payload bytes received for blocks already held",
+                &self.duplicate,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    /// Publishes a stream's figures.
+    pub(crate) fn set(&self, stream: &str, view: &crate::status::MeshView) {
+        let labels = StreamLabels {
+            stream: stream.to_owned(),
+        };
+        let set = |gauge: &StreamGauge, value: f64| {
+            gauge.get_or_create(&labels).set(value);
+        };
+        set(&self.backbone, f64::from(u8::from(view.tree_role == "backbone")));
+        set(&self.parents, view.parents.len() as f64);
+        set(&self.children, view.children.len() as f64);
+        set(&self.ttfb, view.ttfb_s.unwrap_or(f64::NAN));
+        set(&self.lag_p50, view.lag_p50_s.unwrap_or(f64::NAN));
+        set(&self.lag_p95, view.lag_p95_s.unwrap_or(f64::NAN));
+        set(&self.stalled, view.stalled_s);
+        set(&self.watched, view.watched_s);
+        set(&self.duplicate, view.bytes_duplicate as f64);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FailureLabels {
     pub(crate) kind: Failure,
 }
@@ -69,6 +158,7 @@ pub(crate) struct Metrics {
     pub(crate) segments: Counter,
     pub(crate) verification_failures: Family<FailureLabels, Counter>,
     pub(crate) bans: Counter,
+    pub(crate) streams: StreamMetrics,
 }
 
 impl Metrics {
@@ -92,6 +182,8 @@ impl Metrics {
         );
         let bans = Counter::default();
         registry.register("bans", "Peers banned for sending bad data", bans.clone());
+        let streams = StreamMetrics::default();
+        streams.register(&mut registry);
         Self {
             registry,
             peers,
@@ -99,6 +191,7 @@ impl Metrics {
             segments,
             verification_failures,
             bans,
+            streams,
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) peer_id: PeerId,
     pub(crate) listen_addrs: RwLock<Vec<Multiaddr>>,
     pub(crate) http_addr: Option<SocketAddr>,
+    pub(crate) policy: tokio::sync::watch::Sender<crate::policy::Policy>,
+    pub(crate) upload_limiter: Arc<crate::throttle::UploadLimiter>,
 }
 
 /// Why a node could not start or do what was asked.
@@ -119,7 +121,8 @@ impl Node {
     /// Starts a node with the given identity (see [`Node::start`]).
     pub async fn start_with_identity(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, NodeError> {
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = network::build_swarm(keypair.clone(), &config)?;
+        let limiter = Arc::new(crate::throttle::UploadLimiter::new(config.policy.upload_limit()));
+        let mut swarm = network::build_swarm(keypair.clone(), &config, limiter.clone())?;
 
         let loopback_only = !config.listen.is_empty() && config.listen.iter().all(is_loopback);
         match config.dht {
@@ -167,6 +170,8 @@ impl Node {
             peer_id,
             listen_addrs: RwLock::new(Vec::new()),
             http_addr,
+            policy: tokio::sync::watch::Sender::new(config.policy.clone()),
+            upload_limiter: limiter,
         });
         let gateway = listener.map(|listener| {
             let router = crate::gateway::router(shared.clone());

@@ -37,21 +37,82 @@ pub struct StreamStatus {
     pub bytes_from_origin: u64,
     /// Payload bytes sent to peers.
     pub bytes_uploaded: u64,
+    /// Where this node sits in the stream's hybrid tree-mesh: `backbone` (a stable forwarder of the push tree, or
+    /// the broadcaster) or `mesh` (a leaf that also pulls from mesh neighbours); `null` before it joins.
+    pub tree_role: Option<&'static str>,
+    /// Its parent in the push tree (none or one), as peer ids.
+    pub parents: Vec<String>,
+    /// Its children in the push tree.
+    pub children: Vec<String>,
+    /// The virtual player's time from starting to watch to the first segment playable; `null` until it plays.
+    pub ttfb_s: Option<f64>,
+    /// Lag (segment made at the broadcaster → whole here) of the newest 128 segments, median.
+    pub lag_p50_s: Option<f64>,
+    /// The same, 95th percentile.
+    pub lag_p95_s: Option<f64>,
+    /// Time the virtual player spent stalled.
+    pub stalled_s: f64,
+    /// Time the virtual player has been playing or stalled since it started.
+    pub watched_s: f64,
+    /// Segments whole by their playback deadline.
+    pub segments_on_time: u64,
+    /// Segments late or missing at their deadline.
+    pub segments_late: u64,
+    /// Payload bytes received for blocks already held.
+    pub bytes_duplicate: u64,
+    /// Control bytes sent (tree-mesh messages, as the simulator counts them).
+    pub bytes_control_sent: u64,
+    /// The lags of the newest segments (at most 128), oldest first.
+    pub lags_s: Vec<f64>,
+}
+
+/// One stream's tree-mesh figures, as the event loop last published them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MeshView {
+    pub(crate) tree_role: &'static str,
+    pub(crate) parents: Vec<String>,
+    pub(crate) children: Vec<String>,
+    pub(crate) ttfb_s: Option<f64>,
+    pub(crate) lag_p50_s: Option<f64>,
+    pub(crate) lag_p95_s: Option<f64>,
+    pub(crate) stalled_s: f64,
+    pub(crate) watched_s: f64,
+    pub(crate) segments_on_time: u64,
+    pub(crate) segments_late: u64,
+    pub(crate) bytes_duplicate: u64,
+    pub(crate) bytes_control_sent: u64,
+    pub(crate) lags_s: Vec<f64>,
 }
 
 pub(crate) fn status(shared: &Shared) -> Status {
     let store = shared.store.read().expect("store lock");
     let mut streams: Vec<StreamStatus> = store
         .streams()
-        .map(|(id, s)| StreamStatus {
-            id: id.to_string(),
-            name: s.info.as_ref().map(|i| i.info().name.clone()).unwrap_or_default(),
-            role: s.role,
-            segments: s.counters.segments,
-            segments_held: s.segments.len(),
-            bytes_from_peers: s.counters.from_peers,
-            bytes_from_origin: s.counters.from_origin,
-            bytes_uploaded: s.counters.uploaded,
+        .map(|(id, s)| {
+            let mesh = s.mesh.clone().unwrap_or_default();
+            StreamStatus {
+                id: id.to_string(),
+                name: s.info.as_ref().map(|i| i.info().name.clone()).unwrap_or_default(),
+                role: s.role,
+                segments: s.counters.segments,
+                segments_held: s.segments.len(),
+                bytes_from_peers: s.counters.from_peers,
+                bytes_from_origin: s.counters.from_origin,
+                bytes_uploaded: s.counters.uploaded,
+                tree_role: s.mesh.as_ref().map(|m| m.tree_role),
+                parents: mesh.parents,
+                children: mesh.children,
+                ttfb_s: mesh.ttfb_s,
+                lag_p50_s: mesh.lag_p50_s,
+                lag_p95_s: mesh.lag_p95_s,
+                stalled_s: mesh.stalled_s,
+                watched_s: mesh.watched_s,
+                segments_on_time: mesh.segments_on_time,
+                segments_late: mesh.segments_late,
+                bytes_duplicate: mesh.bytes_duplicate,
+                bytes_control_sent: mesh.bytes_control_sent,
+                lags_s: mesh.lags_s,
+            }
         })
         .collect();
     streams.sort_by(|a, b| a.id.cmp(&b.id));

@@ -49,6 +49,8 @@ pub(crate) struct StreamStore {
     pub(crate) segments: BTreeMap<u64, StoredSegment>,
     pub(crate) counters: Counters,
     pub(crate) playable: PlayableRange,
+    /// The stream's tree-mesh figures, once it has joined.
+    pub(crate) mesh: Option<crate::status::MeshView>,
     held_bytes: u64,
 }
 
@@ -86,6 +88,7 @@ impl Store {
             segments: BTreeMap::new(),
             counters: Counters::default(),
             playable: PlayableRange::default(),
+            mesh: None,
             held_bytes: 0,
         });
     }

@@ -1,6 +1,7 @@
-//! A peer that lies: it serves blocks whose bytes do not match their CIDs, or manifest entries signed by the wrong
-//! key, in a manifest response or announced on the stream's gossipsub topic. The viewer rejects what it sent, bans it, still gets every segment right from the broadcaster, and keeps
-//! running. The adversary is a real libp2p node speaking the real chunk protocol over loopback TCP.
+//! A peer that lies: it pushes blocks whose bytes do not match their CIDs (as a tree parent would push), or sends
+//! manifest entries signed by the wrong key, in a manifest response or announced on the stream's gossipsub topic.
+//! The viewer rejects what it sent, bans it, still gets every segment right from the broadcaster, and keeps
+//! running. The adversary is a real libp2p node speaking the real chunk and tree-mesh protocols over loopback TCP.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,15 +10,20 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{SwarmBuilder, gossipsub, identify, kad, noise, request_response, tcp, yamux};
-use streamrp2p_node::{CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, StreamId, sample};
+use streamrp2p_node::{
+    CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, StreamId, TREEMESH_PROTOCOL, TreeMeshCodec,
+    sample,
+};
 use streamrp2p_protocols::Keypair;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, ManifestResponse};
 use streamrp2p_protocols::control::ControlMessage;
 use streamrp2p_protocols::manifest::SignedManifestEntry;
+use streamrp2p_protocols::treemesh::SegmentInfo;
+use streamrp2p_protocols::treemesh::wire::Frame;
 
 #[derive(Clone, Copy)]
 enum Lie {
-    /// Claims every segment, serves every block with its bytes flipped.
+    /// Pushes a block with the wrong bytes to whoever asks it for the manifest.
     BadBlocks,
     /// Answers manifest requests with entries re-signed by its own key.
     ForgedManifest,
@@ -31,6 +37,7 @@ struct AdversaryBehaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     identify: identify::Behaviour,
     chunk: request_response::Behaviour<ChunkCodec>,
+    mesh: request_response::Behaviour<TreeMeshCodec>,
 }
 
 #[derive(Default)]
@@ -64,8 +71,13 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
                 kad,
                 identify: identify::Behaviour::new(identify::Config::new("/streamrp2p/1.0.0".into(), key.public())),
                 chunk: request_response::Behaviour::with_codec(
-                    ChunkCodec,
+                    ChunkCodec::default(),
                     [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                ),
+                mesh: request_response::Behaviour::with_codec(
+                    TreeMeshCodec::default(),
+                    [(TREEMESH_PROTOCOL, request_response::ProtocolSupport::Full)],
                     request_response::Config::default(),
                 ),
             }
@@ -128,11 +140,12 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
     let c = counts.clone();
     tokio::spawn(async move {
         loop {
-            let (request, channel) = match swarm.select_next_some().await {
+            let (peer, request, channel) = match swarm.select_next_some().await {
                 SwarmEvent::Behaviour(AdversaryBehaviourEvent::Chunk(request_response::Event::Message {
+                    peer,
                     message: request_response::Message::Request { request, channel, .. },
                     ..
-                })) => (request, channel),
+                })) => (peer, request, channel),
                 // Lie to the viewer only: the broadcaster would ban the adversary before the viewer ever found it.
                 SwarmEvent::Behaviour(AdversaryBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                     peer_id,
@@ -152,6 +165,24 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
             };
             let response = match request {
                 ChunkRequest::Manifest { .. } => {
+                    if matches!(lie, Lie::BadBlocks) && peer != broadcaster_id {
+                        // As a parent would push it: the first block of segment 0, with its bytes flipped.
+                        let entry = manifest.entries[0].entry();
+                        let segment = SegmentInfo {
+                            seq: entry.seq,
+                            bytes: entry.size as u32,
+                        };
+                        let len = entry.size.min(streamrp2p_protocols::segment::BLOCK_SIZE as u64) as usize;
+                        let frame = Frame::Block {
+                            stream,
+                            segment,
+                            index: 0,
+                            push: true,
+                            data: vec![0xAB; len].into(),
+                        };
+                        swarm.behaviour_mut().mesh.send_request(&peer, frame);
+                        c.bad_blocks_served.fetch_add(1, Ordering::SeqCst);
+                    }
                     c.manifests_answered.fetch_add(1, Ordering::SeqCst);
                     ChunkResponse::Manifest(ManifestResponse { ..manifest.clone() })
                 }
@@ -244,7 +275,7 @@ async fn viewer_survives(lie: Lie, failure_metric: &str) {
     if let Lie::BadBlocks = lie {
         assert!(
             counts.bad_blocks_served.load(Ordering::SeqCst) >= 1,
-            "the viewer asked the adversary for a block"
+            "the adversary pushed the viewer a bad block"
         );
     }
     assert_eq!(

@@ -2,6 +2,7 @@
 //! the stream with a hard size limit, decoded by `streamrp2p-protocols`.
 
 use std::io;
+use std::sync::Arc;
 
 use futures::prelude::*;
 use libp2p::StreamProtocol;
@@ -9,22 +10,59 @@ use libp2p::request_response;
 use streamrp2p_protocols::WireError;
 use streamrp2p_protocols::chunk::{self, ChunkRequest, ChunkResponse};
 
+use crate::throttle::UploadLimiter;
+
 /// The chunk protocol's name as libp2p negotiates it.
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new(chunk::PROTOCOL_NAME);
 
 /// Codec of `/streamrp2p/chunk/1.0.0`.
 ///
 /// A message that is too large or does not decode fails with [`io::ErrorKind::InvalidData`] wrapping the
-/// [`WireError`]; [`wire_error`] recovers it so the sender can be penalised.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ChunkCodec;
+/// [`WireError`]; [`wire_error`] recovers it so the sender can be penalised. The node's own codec sends blocks
+/// through its upload limiter; `ChunkCodec::default()` (for clients) sends at full speed.
+#[derive(Clone, Default)]
+pub struct ChunkCodec {
+    limiter: Option<Arc<UploadLimiter>>,
+}
+
+impl ChunkCodec {
+    /// A codec whose block responses go through `limiter`.
+    pub(crate) fn limited(limiter: Arc<UploadLimiter>) -> Self {
+        Self { limiter: Some(limiter) }
+    }
+}
+
+impl std::fmt::Debug for ChunkCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCodec")
+            .field("limited", &self.limiter.is_some())
+            .finish()
+    }
+}
+
+/// Bytes written between two checks of the upload limiter: small enough that a cap holds within a few percent
+/// over a second, large enough to cost nothing.
+pub(super) const PIECE: usize = 16 * 1024;
+
+/// Writes `bytes` through `limiter` in pieces of [`PIECE`], then closes the stream.
+pub(super) async fn write_limited<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+    limiter: &UploadLimiter,
+) -> io::Result<()> {
+    for piece in bytes.chunks(PIECE) {
+        limiter.acquire(piece.len()).await;
+        io.write_all(piece).await?;
+    }
+    io.close().await
+}
 
 /// The protocol violation behind an I/O error from [`ChunkCodec`], if that is what it was.
 pub fn wire_error(error: &io::Error) -> Option<&WireError> {
     error.get_ref().and_then(|inner| inner.downcast_ref::<WireError>())
 }
 
-async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(super) async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     // One byte past the limit tells "exactly at the limit" from "over it".
     io.take(max as u64 + 1).read_to_end(&mut bytes).await?;
@@ -34,11 +72,11 @@ async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io
     Ok(bytes)
 }
 
-fn invalid(error: WireError) -> io::Error {
+pub(super) fn invalid(error: WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-async fn write_all_and_close<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all_and_close<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.close().await
 }
@@ -75,6 +113,9 @@ impl request_response::Codec for ChunkCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_all_and_close(io, &res.encode()).await
+        match (&res, &self.limiter) {
+            (ChunkResponse::Block(_), Some(limiter)) => write_limited(io, &res.encode(), limiter).await,
+            _ => write_all_and_close(io, &res.encode()).await,
+        }
     }
 }

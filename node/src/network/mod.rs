@@ -5,7 +5,9 @@
 //! peer is refused before any other behaviour sees it; connection limits come next.
 
 mod codec;
+mod mesh_codec;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -17,7 +19,9 @@ use libp2p::{
 use streamrp2p_protocols::control::MAX_CONTROL_SIZE;
 
 pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, wire_error};
+pub use self::mesh_codec::{Ack, TREEMESH_PROTOCOL, TreeMeshCodec};
 use crate::config::NodeConfig;
+use crate::throttle::UploadLimiter;
 
 /// Kademlia protocol name: a DHT of StreamrP2P nodes only, apart from IPFS's.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.0.0");
@@ -43,8 +47,10 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Stream control messages.
     pub(crate) gossipsub: gossipsub::Behaviour,
-    /// Blocks and manifests.
+    /// Blocks by CID and manifests.
     pub(crate) chunk: request_response::Behaviour<ChunkCodec>,
+    /// The tree-mesh: its control messages between two peers, and blocks pushed to children or served to pulls.
+    pub(crate) mesh: request_response::Behaviour<TreeMeshCodec>,
 }
 
 /// Why the Swarm could not be built.
@@ -63,7 +69,11 @@ pub enum BuildError {
 }
 
 /// Builds the node's Swarm.
-pub(crate) fn build_swarm(keypair: Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour>, BuildError> {
+pub(crate) fn build_swarm(
+    keypair: Keypair,
+    config: &NodeConfig,
+    limiter: Arc<UploadLimiter>,
+) -> Result<Swarm<Behaviour>, BuildError> {
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -73,14 +83,14 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &NodeConfig) -> Result<Swarm
         )?
         .with_quic()
         .with_dns()?
-        .with_behaviour(|key| behaviour(key, config).map_err(Into::into))
+        .with_behaviour(|key| behaviour(key, config, limiter).map_err(Into::into))
         .map_err(|e| BuildError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok(swarm)
 }
 
-fn behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, String> {
+fn behaviour(key: &Keypair, config: &NodeConfig, limiter: Arc<UploadLimiter>) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
     let kad = kad::Behaviour::with_config(
         peer_id,
@@ -99,11 +109,26 @@ fn behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, String> {
         })
         .build()
         .map_err(|e| e.to_string())?;
-    let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossipsub_config)?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossipsub_config)?;
+    // Peer scoring on: a peer whose messages fail validation loses score, and below the thresholds gossipsub stops
+    // taking its gossip and then its messages. Each stream's topic gets its weights when the node joins it.
+    gossipsub.with_peer_score(
+        gossipsub::PeerScoreParams::default(),
+        gossipsub::PeerScoreThresholds::default(),
+    )?;
 
     let chunk = request_response::Behaviour::with_codec(
-        ChunkCodec,
+        ChunkCodec::limited(limiter.clone()),
         [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(MAX_CHUNK_STREAMS),
+    );
+
+    let mesh = request_response::Behaviour::with_codec(
+        TreeMeshCodec::limited(limiter),
+        [(TREEMESH_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(MAX_CHUNK_STREAMS),
@@ -119,5 +144,6 @@ fn behaviour(key: &Keypair, config: &NodeConfig) -> Result<Behaviour, String> {
         kad,
         gossipsub,
         chunk,
+        mesh,
     })
 }

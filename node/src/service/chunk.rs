@@ -39,14 +39,7 @@ impl Service {
                     self.penalize(peer, failure_kind(wire), &reason);
                 }
                 tracing::debug!(%peer, %error, "chunk request failed");
-                if let Some((peer, outbound)) = self.outbound.remove(&request_id) {
-                    self.release(peer);
-                    if let Outbound::Block { stream, ask } = outbound
-                        && let Some(fetch) = self.watching.get_mut(&stream)
-                    {
-                        fetch.on_ask_failed(&ask, false);
-                    }
-                }
+                self.outbound.remove(&request_id);
             }
             request_response::Event::InboundFailure {
                 peer,
@@ -79,8 +72,11 @@ impl Service {
         request: ChunkRequest,
         channel: ResponseChannel<ChunkResponse>,
     ) {
+        // A metered node uploads no payload at all, by CID or otherwise.
+        let metered = self.policy.borrow().metered;
         let store = self.shared.store.read().expect("store lock");
         let response = match request {
+            ChunkRequest::Block(_) if metered => ChunkResponse::DontHave,
             ChunkRequest::Block(cid) => match store.block(&cid) {
                 Some((data, stream)) => {
                     self.uploads.insert(id, (stream, data.len() as u64));
@@ -125,55 +121,25 @@ impl Service {
         let Some((_, outbound)) = self.outbound.remove(&id) else {
             return;
         };
-        self.release(peer);
         let now = Instant::now();
         match (outbound, response) {
-            (Outbound::Block { stream, ask }, ChunkResponse::Block(data)) => {
-                let Some(fetch) = self.watching.get_mut(&stream) else {
-                    return;
-                };
-                let len = data.len() as u64;
-                match fetch.on_block(ask.seq, ask.index, data) {
-                    Ok(done) => {
-                        self.shared.metrics.add_bytes(Flow::FromPeers, len);
-                        if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
-                            s.counters.from_peers += len;
-                        }
-                        if let Some(done) = done {
-                            self.complete(stream, done, now);
-                        }
-                    }
-                    Err(error) => {
-                        fetch.on_ask_failed(&ask, false);
-                        self.penalize(peer, Failure::Block, &error);
-                    }
-                }
-            }
-            (Outbound::Block { stream, ask }, ChunkResponse::DontHave) => {
-                if let Some(fetch) = self.watching.get_mut(&stream) {
-                    fetch.on_ask_failed(&ask, true);
-                }
-            }
             (Outbound::Manifest { stream }, ChunkResponse::Manifest(manifest)) => {
                 if manifest.info.id() != stream {
                     self.penalize(peer, Failure::Message, &"answered with the manifest of another stream");
                     return;
                 }
-                if self.watching.get(&stream).is_some_and(|f| f.info.is_none()) {
+                if self.streams.get(&stream).is_some_and(|m| m.info.is_none()) {
                     self.set_info(stream, manifest.info.clone());
                 }
-                self.add_entries(stream, manifest.entries, now);
-                if let Some(fetch) = self.watching.get_mut(&stream) {
-                    fetch.on_have(peer, manifest.have);
+                if let Some(mesh) = self.streams.get_mut(&stream)
+                    && !manifest.have.is_empty()
+                {
+                    mesh.candidates.insert(peer);
                 }
+                self.add_entries(stream, manifest.entries, now);
             }
             (Outbound::Manifest { .. }, ChunkResponse::DontHave) => {}
-            (outbound, _) => {
-                if let Outbound::Block { stream, ask } = &outbound
-                    && let Some(fetch) = self.watching.get_mut(stream)
-                {
-                    fetch.on_ask_failed(ask, false);
-                }
+            (Outbound::Manifest { .. }, ChunkResponse::Block(_)) => {
                 self.penalize(peer, Failure::Message, &"answered with the wrong kind of response");
             }
         }

@@ -1,7 +1,7 @@
 //! Commands from node handles: broadcasting, publishing, watching.
 
-use super::{Broadcast, Command, Service};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use super::{Broadcast, Command, Service, unix_ms};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p::gossipsub;
@@ -11,8 +11,10 @@ use streamrp2p_protocols::manifest::{ManifestEntry, SignedManifestEntry};
 use streamrp2p_protocols::segment;
 use streamrp2p_protocols::stream::{SignedStreamInfo, StreamId};
 
-use crate::fetch::StreamFetch;
-use crate::store::Role;
+use streamrp2p_protocols::treemesh::{Input, Role, TreeMesh};
+
+use crate::mesh::StreamMesh;
+use crate::store::Role as StoreRole;
 use crate::{NodeError, NodeEvent};
 
 impl Service {
@@ -53,9 +55,11 @@ impl Service {
             .store
             .write()
             .expect("store lock")
-            .add_stream(id, Role::Broadcaster, Some(info.clone()));
+            .add_stream(id, StoreRole::Broadcaster, Some(info.clone()));
         self.subscribe(id);
         self.provide(id);
+        let now_s = self.clock(Instant::now());
+        self.streams.insert(id, StreamMesh::new(Some(info.clone()), now_s));
         self.broadcasts.insert(
             id,
             Broadcast {
@@ -94,13 +98,15 @@ impl Service {
             entry: signed.clone(),
         };
 
+        let now = Instant::now();
         self.shared
             .store
             .write()
             .expect("store lock")
-            .insert(signed, data.clone(), Instant::now());
+            .insert(signed.clone(), data.clone(), now);
         self.count_segment(stream);
         self.gossip(stream, &announce);
+        self.feed_published(stream, signed, now);
         let _ = self.events.send(NodeEvent::SegmentReady {
             stream,
             seq,
@@ -111,22 +117,63 @@ impl Service {
     }
 
     pub(super) fn watch(&mut self, stream: StreamId) {
-        if self.watching.contains_key(&stream) || self.broadcasts.contains_key(&stream) {
+        if self.streams.contains_key(&stream) {
             return;
         }
         self.shared
             .store
             .write()
             .expect("store lock")
-            .add_stream(stream, Role::Viewer, None);
-        self.watching.insert(stream, StreamFetch::new());
+            .add_stream(stream, StoreRole::Viewer, None);
+        let now_s = self.clock(Instant::now());
+        self.streams.insert(stream, StreamMesh::new(None, now_s));
         self.subscribe(stream);
         self.find_providers(stream, Instant::now());
         tracing::info!(%stream, "watching");
     }
 
+    /// The broadcaster's machine hears of a segment it made; the first one starts the machine (it gives the
+    /// bitrate the tree's slots are sized by).
+    fn feed_published(&mut self, stream: StreamId, entry: SignedManifestEntry, now: Instant) {
+        let local = *self.swarm.local_peer_id();
+        let now_s = self.clock(now);
+        let Some(mesh) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some(segment) = mesh.add_entry(entry, now) else {
+            return;
+        };
+        if mesh.machine.is_none()
+            && let (Some((bitrate, segment_s)), Some(info)) = (mesh.rates(), mesh.info.clone())
+        {
+            let cfg = self.mesh_config(Role::Broadcaster, bitrate, segment_s, &info);
+            let machine = TreeMesh::new(local, cfg, rand::random(), now_s);
+            if let Some(mesh) = self.streams.get_mut(&stream) {
+                mesh.machine = Some(machine);
+            }
+        }
+        self.feed(stream, Input::Published(segment));
+    }
+
     pub(super) fn subscribe(&mut self, stream: StreamId) {
         let topic = gossipsub::IdentTopic::new(stream.topic());
+        // Peer scoring for the stream's topic: messages that fail validation (a forged announcement) cost the
+        // sender dearly; delivery-rate penalties are off, since only the broadcaster publishes and most peers
+        // forward nothing new.
+        let params = gossipsub::TopicScoreParams {
+            invalid_message_deliveries_weight: -100.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            ..Default::default()
+        };
+        if let Err(error) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_topic_params(topic.clone(), params)
+        {
+            tracing::warn!(%stream, %error, "cannot score the stream's topic");
+        }
         if let Err(error) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
             tracing::warn!(%stream, %error, "cannot subscribe to the stream's control topic");
         }
@@ -163,10 +210,4 @@ impl Service {
             s.counters.segments += 1;
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -11,9 +11,10 @@ use streamrp2p_protocols::control::ControlMessage;
 use streamrp2p_protocols::manifest::SignedManifestEntry;
 use streamrp2p_protocols::stream::{SignedStreamInfo, StreamId};
 
+use streamrp2p_protocols::treemesh::Input;
+
 use crate::metrics::Failure;
 use crate::network::{BehaviourEvent, KAD_PROTOCOL};
-use crate::playlist::PlayableRange;
 
 impl Service {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -36,11 +37,24 @@ impl Service {
                     .expect("listen lock")
                     .retain(|a| *a != full);
             }
-            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
+            SwarmEvent::ConnectionEstablished { .. } => {
                 self.shared
                     .metrics
                     .peers
                     .set(self.swarm.connected_peers().count() as i64);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                self.shared
+                    .metrics
+                    .peers
+                    .set(self.swarm.connected_peers().count() as i64);
+                if num_established == 0 {
+                    self.peer_gone(peer_id);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
                 if info.protocols.contains(&KAD_PROTOCOL) =>
@@ -55,10 +69,27 @@ impl Service {
                 step,
                 ..
             })) => {
-                if let QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) = result
-                    && let Some(&stream) = self.provider_queries.get(&id)
-                {
-                    self.on_providers(stream, providers);
+                match result {
+                    QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
+                        if let Some(&stream) = self.provider_queries.get(&id) {
+                            self.on_providers(stream, providers);
+                        }
+                    }
+                    QueryResult::GetClosestPeers(result) => {
+                        if let Some(peer) = self.route_queries.remove(&id) {
+                            let peers = match result {
+                                Ok(ok) => ok.peers,
+                                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                            };
+                            let addrs = peers
+                                .into_iter()
+                                .find(|p| p.peer_id == peer)
+                                .map(|p| p.addrs)
+                                .unwrap_or_default();
+                            self.routed(peer, addrs);
+                        }
+                    }
+                    _ => {}
                 }
                 if step.last {
                     self.provider_queries.remove(&id);
@@ -70,12 +101,14 @@ impl Service {
                 message,
             })) => self.on_control(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Chunk(event)) => self.on_chunk_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mesh(event)) => self.on_mesh_event(event),
             _ => {}
         }
     }
 
     pub(super) fn on_providers(&mut self, stream: StreamId, providers: impl IntoIterator<Item = PeerId>) {
         let local = *self.swarm.local_peer_id();
+        let mut found = Vec::new();
         for peer in providers {
             if peer == local || self.peers.is_banned(&peer) {
                 continue;
@@ -84,18 +117,30 @@ impl Service {
             if !self.swarm.is_connected(&peer) {
                 let _ = self.swarm.dial(peer);
             }
-            self.request_manifest(stream, peer);
+            let Some(mesh) = self.streams.get_mut(&stream) else {
+                return;
+            };
+            if mesh.machine.is_none() {
+                // Not joined yet: the manifest tells the newest segments and the stream's info.
+                self.request_manifest(stream, peer);
+            }
+            if let Some(mesh) = self.streams.get_mut(&stream) {
+                mesh.candidates.insert(peer);
+            }
+            found.push((peer, true));
+        }
+        if !found.is_empty() {
+            self.feed(stream, Input::Candidates(found));
         }
     }
 
     pub(super) fn request_manifest(&mut self, stream: StreamId, peer: PeerId) {
-        let Some(fetch) = self.watching.get_mut(&stream) else {
+        let Some(mesh) = self.streams.get(&stream) else {
             return;
         };
-        if Some(peer) != fetch.info.as_ref().map(|i| i.info().broadcaster.to_peer_id()) {
-            fetch.on_asked(peer);
-        }
-        let since_seq = fetch.start().unwrap_or(0);
+        // Entries from the first segment played on; before joining, the newest (the responder drops the oldest
+        // when its budget is full).
+        let since_seq = mesh.player.first_seq().unwrap_or(0);
         let id = self
             .swarm
             .behaviour_mut()
@@ -105,7 +150,7 @@ impl Service {
     }
 
     pub(super) fn on_control(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        let acceptance = match self.check_control(source, &message) {
+        let acceptance = match self.check_control(&message) {
             Ok(acceptance) => acceptance,
             Err(error) => {
                 self.penalize(source, Failure::Message, &error);
@@ -121,7 +166,6 @@ impl Service {
 
     pub(super) fn check_control(
         &mut self,
-        source: PeerId,
         message: &gossipsub::Message,
     ) -> Result<gossipsub::MessageAcceptance, String> {
         let control = ControlMessage::decode(&message.data).map_err(|e| e.to_string())?;
@@ -130,28 +174,18 @@ impl Service {
             return Err(format!("control message for stream {stream} on another stream's topic"));
         }
         let now = Instant::now();
-        let Some(fetch) = self.watching.get_mut(&stream) else {
+        if !self.streams.contains_key(&stream) || self.broadcasts.contains_key(&stream) {
             return Ok(gossipsub::MessageAcceptance::Accept);
-        };
+        }
         match control {
             ControlMessage::Announce { info, entry } => {
-                let seq = entry.entry().seq;
-                let broadcaster = info.info().broadcaster.to_peer_id();
-                if fetch.info.is_none() {
+                if self.streams.get(&stream).is_some_and(|m| m.info.is_none()) {
                     self.set_info(stream, info);
                 }
                 self.add_entries(stream, vec![entry], now);
-                if let Some(fetch) = self.watching.get_mut(&stream) {
-                    fetch.on_have(broadcaster, [seq]);
-                }
             }
-            ControlMessage::Have { seqs, .. } => {
-                // Signed by its author (gossipsub strict mode), so the author holds them.
-                let author = message.source.unwrap_or(source);
-                if author != *self.swarm.local_peer_id() {
-                    fetch.on_have(author, seqs);
-                }
-            }
+            // HAVEs of the first-generation scheduler: the tree-mesh tells its neighbours directly.
+            ControlMessage::Have { .. } => {}
         }
         Ok(gossipsub::MessageAcceptance::Accept)
     }
@@ -160,42 +194,35 @@ impl Service {
         if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
             s.info = Some(info.clone());
         }
-        if let Some(fetch) = self.watching.get_mut(&stream) {
-            fetch.info = Some(info);
+        if let Some(mesh) = self.streams.get_mut(&stream) {
+            mesh.info = Some(info);
         }
     }
 
-    /// Takes verified entries for a watched stream: new ones become pending, filled from local blocks first.
+    /// Takes verified entries for a watched stream: the machine hears of each new segment (or joins, with the
+    /// newest), and blocks that waited for an entry are taken.
     pub(super) fn add_entries(&mut self, stream: StreamId, entries: Vec<SignedManifestEntry>, now: Instant) {
-        let Some(fetch) = self.watching.get_mut(&stream) else {
+        let mut added = Vec::new();
+        for entry in entries {
+            let Some(mesh) = self.streams.get_mut(&stream) else {
+                return;
+            };
+            if let Some(segment) = mesh.add_entry(entry, now) {
+                added.push(segment);
+            }
+        }
+        if added.is_empty() {
             return;
-        };
-        let store = self.shared.store.read().expect("store lock");
-        let added = fetch.on_entries(
-            entries,
-            self.config.join_backlog,
-            self.config.broadcaster_holdoff,
-            |seq| store.has_segment(&stream, seq),
-            now,
-        );
-        let mut completed = Vec::new();
-        for seq in added {
-            if let Some(done) = fetch.fill_local(seq, |cid| store.block(cid).map(|(b, _)| b.clone())) {
-                completed.push(done);
+        }
+        if self.streams.get(&stream).is_some_and(|m| m.machine.is_none()) {
+            self.try_join(stream);
+        } else {
+            for segment in &added {
+                self.feed(stream, Input::Announced(*segment));
             }
         }
-        let start = fetch.start();
-        drop(store);
-        if let Some(start) = start {
-            let mut store = self.shared.store.write().expect("store lock");
-            if let Some(s) = store.stream_mut(&stream)
-                && !s.playable.is_started()
-            {
-                s.playable = PlayableRange::starting_at(start, self.config.skip_gap_after);
-            }
-        }
-        for done in completed {
-            self.complete(stream, done, now);
+        for segment in added {
+            self.replay_early(stream, segment.seq);
         }
     }
 }

@@ -2,9 +2,15 @@
 //! [`crate::NodeHandle`], origin downloads and timer ticks into actions. Local work (commands) is served before
 //! remote work; every queue into the loop is bounded.
 //!
-//! The loop's handlers live one concern a file: [`commands`] (broadcast, publish, watch), [`events`] (swarm,
-//! Kademlia and gossipsub events), [`chunk`] (the chunk protocol), [`timers`] (block scheduling, timers and the
-//! origin fallback).
+//! Each stream's hybrid tree-mesh is a sans-io machine (`streamrp2p_protocols::treemesh`, the code the simulator
+//! runs): this loop hands it what happens — announcements, control messages, blocks, the ends of uploads, origin
+//! answers, peers leaving, policy changes — with the time, wakes it when it asks, and carries out its outputs over
+//! the Swarm and HTTP. No topology decision is made here.
+//!
+//! The loop's handlers live one concern a file: [`commands`] (broadcast, publish, watch, policy), [`events`] (swarm,
+//! Kademlia and gossipsub events), [`chunk`] (the chunk protocol: blocks by CID and manifests), [`mesh`] (driving
+//! the tree-mesh machines), [`origin`] (the HTTP origin fallback), [`timers`] (manifest polls, provider refresh,
+//! bans, status).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,24 +22,26 @@ use libp2p::identity::Keypair;
 use libp2p::kad::QueryId;
 use libp2p::request_response::{InboundRequestId, OutboundRequestId};
 use libp2p::{PeerId, Swarm};
-use streamrp2p_protocols::Cid;
-use streamrp2p_protocols::control::ControlMessage;
+use streamrp2p_protocols::manifest::SignedManifestEntry;
 use streamrp2p_protocols::stream::{SignedStreamInfo, StreamId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod chunk;
 mod commands;
 mod events;
+mod mesh;
+mod origin;
 mod timers;
 
 use crate::config::NodeConfig;
-use crate::fetch::{BlockAsk, Completed, StreamFetch};
+use crate::mesh::StreamMesh;
 use crate::metrics::Failure;
 use crate::network::Behaviour;
 use crate::peer_manager::PeerManager;
+use crate::policy::Policy;
 use crate::{NodeError, NodeEvent, Shared};
 
-/// How often the loop looks at timers (origin fallback, bans, playlist gaps, manifest polls).
+/// How often the loop looks at its own timers (bans, playlist gaps, manifest polls, status).
 const TICK: Duration = Duration::from_millis(250);
 /// A viewer that heard no new entry for this long asks peers for the manifest directly.
 const MANIFEST_POLL_AFTER: Duration = Duration::from_secs(3);
@@ -43,6 +51,10 @@ const PROVIDER_REFRESH: Duration = Duration::from_secs(20);
 const MANIFEST_POLL_PEERS: usize = 3;
 /// Room for origin downloads finishing at once.
 const ORIGIN_QUEUE: usize = 64;
+/// Control frames kept per peer while its address is being looked up in the DHT.
+const MAX_ROUTING_FRAMES: usize = 32;
+/// Peers whose address is being looked up at once.
+const MAX_ROUTING_PEERS: usize = 64;
 
 /// A request from a [`crate::NodeHandle`].
 pub(crate) enum Command {
@@ -73,15 +85,24 @@ struct Broadcast {
 
 /// What an outbound chunk request was for.
 enum Outbound {
-    Block { stream: StreamId, ask: BlockAsk },
     Manifest { stream: StreamId },
 }
 
-/// A finished origin download: the segment's blocks when they match its entry.
+/// A finished origin download of one block, unverified.
 struct OriginResult {
     stream: StreamId,
     seq: u64,
-    blocks: Result<Vec<(Cid, Bytes)>, String>,
+    index: u16,
+    data: Result<Bytes, String>,
+}
+
+/// What an outbound tree-mesh frame carries, for when it is acknowledged or fails.
+struct MeshOut {
+    stream: StreamId,
+    /// A block upload: its kind and payload bytes.
+    upload: Option<(streamrp2p_protocols::treemesh::UploadKind, u64)>,
+    /// A control frame, kept to send again once the peer's address is found.
+    control: Option<streamrp2p_protocols::treemesh::wire::Frame>,
 }
 
 pub(crate) struct Service {
@@ -97,10 +118,22 @@ pub(crate) struct Service {
     /// Whether every listen address is loopback: then those are the addresses others reach us at.
     loopback_only: bool,
     broadcasts: HashMap<StreamId, Broadcast>,
-    watching: HashMap<StreamId, StreamFetch>,
+    /// Every stream this node broadcasts or watches, with its tree-mesh machine.
+    streams: HashMap<StreamId, StreamMesh>,
     outbound: HashMap<OutboundRequestId, (PeerId, Outbound)>,
     uploads: HashMap<InboundRequestId, (StreamId, u64)>,
-    load: HashMap<PeerId, usize>,
+    mesh_out: HashMap<OutboundRequestId, MeshOut>,
+    /// Inputs that carrying out an output produced (an upload that could not start), handed to the same machine
+    /// next.
+    followups: Vec<streamrp2p_protocols::treemesh::Input<PeerId>>,
+    /// Origin fetches in flight, to call off when a peer brings the block first.
+    origin_tasks: HashMap<(StreamId, u64, u16), tokio::task::AbortHandle>,
+    /// Control frames for peers whose address is being looked up, by the lookup.
+    routing: HashMap<PeerId, Vec<(StreamId, streamrp2p_protocols::treemesh::wire::Frame)>>,
+    route_queries: HashMap<QueryId, PeerId>,
+    /// The node's clock for the machines: seconds since this instant.
+    epoch: Instant,
+    policy: tokio::sync::watch::Receiver<Policy>,
     provider_queries: HashMap<QueryId, StreamId>,
     last_provider_query: HashMap<StreamId, Instant>,
     last_manifest_poll: HashMap<StreamId, Instant>,
@@ -121,6 +154,7 @@ impl Service {
     ) -> Self {
         let (origin_tx, origin_rx) = mpsc::channel(ORIGIN_QUEUE);
         let peers = PeerManager::new(config.ban_duration);
+        let policy = shared.policy.subscribe();
         Self {
             swarm,
             keypair,
@@ -133,10 +167,16 @@ impl Service {
             http,
             loopback_only,
             broadcasts: HashMap::new(),
-            watching: HashMap::new(),
+            streams: HashMap::new(),
             outbound: HashMap::new(),
             uploads: HashMap::new(),
-            load: HashMap::new(),
+            mesh_out: HashMap::new(),
+            followups: Vec::new(),
+            origin_tasks: HashMap::new(),
+            routing: HashMap::new(),
+            route_queries: HashMap::new(),
+            epoch: Instant::now(),
+            policy,
             provider_queries: HashMap::new(),
             last_provider_query: HashMap::new(),
             last_manifest_poll: HashMap::new(),
@@ -149,41 +189,40 @@ impl Service {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            let wake = self.next_wake();
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
+                Ok(()) = self.policy.changed() => self.on_policy(),
                 Some(result) = self.origin_rx.recv() => self.on_origin_result(result),
+                () = sleep_until(wake) => self.on_wake(),
                 _ = tick.tick() => self.on_tick(Instant::now()),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
             }
-            self.schedule();
         }
         tracing::info!("node stopped");
     }
 
-    /// Stores a whole segment, tells peers, and becomes a provider of the stream.
-    fn complete(&mut self, stream: StreamId, done: Completed, now: Instant) {
-        let (seq, size) = (done.entry.entry().seq, done.data.len() as u64);
-        self.shared
-            .store
-            .write()
-            .expect("store lock")
-            .insert(done.entry, done.data, now);
+    /// Stores a whole, verified segment and becomes a provider of the stream.
+    fn complete(&mut self, stream: StreamId, entry: SignedManifestEntry, data: Bytes, now: Instant) {
+        let (seq, size) = (entry.entry().seq, data.len() as u64);
+        let made_ms = entry.entry().timestamp_ms;
+        self.shared.store.write().expect("store lock").insert(entry, data, now);
         self.count_segment(stream);
-        self.gossip(
-            stream,
-            &ControlMessage::Have {
-                stream,
-                seqs: vec![seq],
-            },
-        );
-        if let Some(fetch) = self.watching.get_mut(&stream)
-            && !fetch.providing
+        let now_s = self.clock(now);
+        if let Some(mesh) = self.streams.get_mut(&stream) {
+            // The broadcaster's signed timestamp, on this node's clock (both clocks are the same machine's on a
+            // testnet; across machines the difference includes their clock offset, as any lag measure does).
+            let age_s = unix_ms().saturating_sub(made_ms) as f64 / 1000.0;
+            mesh.player.completed(seq, now_s, now_s - age_s);
+        }
+        if let Some(mesh) = self.streams.get_mut(&stream)
+            && !mesh.providing
         {
-            fetch.providing = true;
+            mesh.providing = true;
             self.provide(stream);
         }
         let _ = self.events.send(NodeEvent::SegmentReady { stream, seq, size });
@@ -200,17 +239,21 @@ impl Service {
         self.shared.metrics.bans.inc();
         self.swarm.behaviour_mut().blocked.block_peer(peer);
         self.swarm.behaviour_mut().kad.remove_peer(&peer);
-        for fetch in self.watching.values_mut() {
-            fetch.forget_peer(&peer);
-        }
+        self.peer_gone(peer);
     }
+}
 
-    fn release(&mut self, peer: PeerId) {
-        if let Some(n) = self.load.get_mut(&peer) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.load.remove(&peer);
-            }
-        }
+/// Now, in milliseconds since the Unix epoch (the time manifest entries are signed with).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

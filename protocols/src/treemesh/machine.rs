@@ -571,6 +571,11 @@ impl<P: PeerId> TreeMesh<P> {
         self.rooted.then_some(self.path.len())
     }
 
+    /// The first segment this viewer's player plays (one behind the live edge when it joined), once it has joined.
+    pub fn first_segment(&self) -> Option<u64> {
+        self.player.start
+    }
+
     /// The earliest this viewer's player starts ([`Config::min_slack_s`]'s startup rule): a player starts with its
     /// first segment whole, but not before this.
     pub fn play_from(&self) -> Option<f64> {
