@@ -118,7 +118,7 @@ mod tests {
         log.completed(5, 10.5, 8.0);
         log.completed(6, 11.0, 10.2);
         log.completed(7, 15.5, 12.2);
-        let report = log.report(20.0, 2.0);
+        let report = log.report(17.0, 2.0);
         assert!((report.ttfb_s.unwrap() - 0.3).abs() < 1e-9, "{report:?}");
         assert!((report.stalled_s - 1.0).abs() < 1e-9, "{report:?}");
         assert_eq!(log.lags().len(), 2);

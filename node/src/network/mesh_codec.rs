@@ -55,7 +55,8 @@ impl request_response::Codec for TreeMeshCodec {
         T: AsyncRead + Unpin + Send,
     {
         let bytes = read_limited(io, wire::MAX_FRAME_SIZE).await?;
-        Frame::decode(&bytes).map_err(invalid)
+        // Zero-copy: the block's bytes stay in the buffer read.
+        Frame::decode_bytes(bytes.into()).map_err(invalid)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Ack>
