@@ -11,16 +11,18 @@ use libp2p::{Multiaddr, PeerId, kad};
 use streamrp2p_protocols::manifest::ManifestError;
 use streamrp2p_protocols::segment::SegmentError;
 use streamrp2p_protocols::stream::{StreamId, StreamInfoError};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{DhtMode, NodeConfig};
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
 use crate::network::{self, BuildError};
+use crate::policy::{self, Policy, PolicyError};
 use crate::service::{Command, Service};
 use crate::status::{self, Status};
 use crate::store::Store;
+use crate::throttle::UploadLimiter;
 
 /// Commands waiting for the event loop; callers wait when it is full.
 const COMMAND_QUEUE: usize = 64;
@@ -36,8 +38,11 @@ pub(crate) struct Shared {
     pub(crate) peer_id: PeerId,
     pub(crate) listen_addrs: RwLock<Vec<Multiaddr>>,
     pub(crate) http_addr: Option<SocketAddr>,
-    pub(crate) policy: tokio::sync::watch::Sender<crate::policy::Policy>,
-    pub(crate) upload_limiter: Arc<crate::throttle::UploadLimiter>,
+    /// The owner's resource policy in force; the event loop subscribes to re-plan when it changes. Changed only
+    /// through [`crate::policy::change`], which keeps `upload_limiter` in step.
+    pub(crate) policy: watch::Sender<Policy>,
+    /// The upload limit ([`Policy::upload_limit`]) every outgoing payload stream awaits.
+    pub(crate) upload_limiter: Arc<UploadLimiter>,
 }
 
 /// Why a node could not start or do what was asked.
@@ -121,7 +126,7 @@ impl Node {
     /// Starts a node with the given identity (see [`Node::start`]).
     pub async fn start_with_identity(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, NodeError> {
         let peer_id = keypair.public().to_peer_id();
-        let limiter = Arc::new(crate::throttle::UploadLimiter::new(config.policy.upload_limit()));
+        let limiter = Arc::new(UploadLimiter::new(config.policy.upload_limit()));
         let mut swarm = network::build_swarm(keypair.clone(), &config, limiter.clone())?;
 
         let loopback_only = !config.listen.is_empty() && config.listen.iter().all(is_loopback);
@@ -170,7 +175,7 @@ impl Node {
             peer_id,
             listen_addrs: RwLock::new(Vec::new()),
             http_addr,
-            policy: tokio::sync::watch::Sender::new(config.policy.clone()),
+            policy: watch::Sender::new(config.policy),
             upload_limiter: limiter,
         });
         let gateway = listener.map(|listener| {
@@ -258,6 +263,17 @@ impl NodeHandle {
     /// The node's status, as `GET /api/status` reports it.
     pub fn status(&self) -> Status {
         status::status(&self.shared)
+    }
+
+    /// The resource policy in force, as `GET /api/policy` reports it.
+    pub fn policy(&self) -> Policy {
+        *self.shared.policy.borrow()
+    }
+
+    /// Puts a new resource policy in force at once: the upload limit changes immediately, and the node re-plans
+    /// what it serves. An invalid policy is refused and the one in force stays.
+    pub fn set_policy(&self, policy: Policy) -> Result<(), PolicyError> {
+        policy::change(&self.shared, |_| policy).map(|_| ())
     }
 
     /// Events from now on. A receiver that falls more than 1024 events behind misses the oldest.

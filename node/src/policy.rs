@@ -6,6 +6,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use streamrp2p_protocols::treemesh;
 
+use crate::Shared;
+
 /// What the owner of a node allows it to spend. `Policy::default()`: no cap, not metered, not background, no ratio.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +110,28 @@ impl Policy {
             max_ratio: update.max_ratio.unwrap_or(self.max_ratio),
         }
     }
+}
+
+/// Puts `change(policy in force)` in force if it is valid: on the watch the event loop re-plans from, and on the
+/// upload limiter, both under the watch's lock so that concurrent changes cannot leave them disagreeing or lose one
+/// another's fields. Subscribers are told only when the policy actually changed. Returns the policy now in force.
+pub(crate) fn change(shared: &Shared, change: impl FnOnce(&Policy) -> Policy) -> Result<Policy, PolicyError> {
+    let mut outcome = Ok(Policy::default());
+    shared.policy.send_if_modified(|policy| {
+        let new = change(policy);
+        if let Err(error) = new.validate() {
+            outcome = Err(error);
+            return false;
+        }
+        outcome = Ok(new);
+        if new == *policy {
+            return false;
+        }
+        *policy = new;
+        shared.upload_limiter.set_rate(new.upload_limit());
+        true
+    });
+    outcome
 }
 
 /// kbit/s (1000 bits) to bytes per second.

@@ -1,0 +1,174 @@
+//! The gateway's runtime API on a real node: reading and changing the resource policy (`/api/policy`), and single
+//! byte ranges of a segment, as a viewer fetches one block from an origin.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT_RANGES, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use serde_json::{Value, json};
+use streamrp2p_node::{Node, NodeConfig, NodeHandle, Policy, sample};
+
+async fn node(policy: Policy) -> (NodeHandle, String) {
+    let config = NodeConfig {
+        policy,
+        ..NodeConfig::loopback()
+    };
+    let node = Node::start(config).await.unwrap();
+    let base = format!("http://{}", node.http_addr().expect("the gateway runs"));
+    (node, base)
+}
+
+async fn post(client: &reqwest::Client, base: &str, body: &str) -> (StatusCode, Value) {
+    let response = client
+        .post(format!("{base}/api/policy"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(body.to_owned())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, serde_json::from_str(&response.text().await.unwrap()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_is_read_and_changed_over_http() {
+    let start = Policy {
+        max_upload_kbps: Some(4000.0),
+        ..Policy::default()
+    };
+    let (node, base) = node(start).await;
+    let client = reqwest::Client::new();
+
+    let got: Value = serde_json::from_str(
+        &client
+            .get(format!("{base}/api/policy"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        json!({"max_upload_kbps": 4000.0, "metered": false, "background": false, "max_ratio": null})
+    );
+
+    // A partial update keeps what it leaves out.
+    let (status, got) = post(&client, &base, r#"{"background": true, "max_ratio": 1.5}"#).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(
+        got,
+        json!({"max_upload_kbps": 4000.0, "metered": false, "background": true, "max_ratio": 1.5})
+    );
+    let expected = Policy {
+        max_upload_kbps: Some(4000.0),
+        metered: false,
+        background: true,
+        max_ratio: Some(1.5),
+    };
+    assert_eq!(node.policy(), expected);
+
+    // `null` removes a limit.
+    let (status, got) = post(&client, &base, r#"{"max_upload_kbps": null}"#).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["max_upload_kbps"], Value::Null);
+    assert_eq!(got["max_ratio"], json!(1.5));
+    assert_eq!(node.policy().max_upload_kbps, None);
+
+    // Invalid values and invalid JSON: 400, a message naming what was wrong, and the policy in force unchanged.
+    let before = node.policy();
+    for (body, names) in [
+        (r#"{"max_upload_kbps": 0}"#, "max_upload_kbps"),
+        (r#"{"max_ratio": -2}"#, "max_ratio"),
+        (r#"{"metered": "yes"}"#, "metered"),
+        (r#"{"max_upload": 100}"#, "max_upload"),
+        (r#"{"metered": tru"#, "JSON"),
+    ] {
+        let (status, got) = post(&client, &base, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {got}");
+        let message = got["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}: no error message in {got}"));
+        assert!(message.contains(names), "{body}: {message}");
+    }
+    assert_eq!(node.policy(), before);
+
+    // The handle and the API change the same policy.
+    node.set_policy(Policy::phone()).unwrap();
+    let (status, got) = post(&client, &base, "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, serde_json::to_value(Policy::phone()).unwrap());
+    assert!(
+        node.set_policy(Policy {
+            max_ratio: Some(f64::NAN),
+            ..Policy::default()
+        })
+        .is_err()
+    );
+    assert_eq!(node.policy(), Policy::phone());
+
+    // Still serving.
+    let status = client.get(format!("{base}/api/status")).send().await.unwrap().status();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_served_by_byte_range() {
+    let (node, base) = node(Policy::default()).await;
+    let stream = node.broadcast("ranges", None).await.unwrap();
+    let data = sample::segment(0);
+    let seq = node
+        .publish(stream, data.clone(), sample::SEGMENT_DURATION, false)
+        .await
+        .unwrap();
+    let url = format!("{base}/streams/{stream}/{seq}.ts");
+    let client = reqwest::Client::new();
+    let len = data.len();
+
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()[ACCEPT_RANGES], "bytes");
+    assert_eq!(whole.bytes().await.unwrap(), data);
+
+    // One block, as a viewer asks an origin for it.
+    let (a, b) = (1000, 1000 + 64 * 1024 - 1);
+    assert!(b < len, "the sample segment is larger than a block");
+    let part = client
+        .get(&url)
+        .header(RANGE, format!("bytes={a}-{b}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers()[CONTENT_RANGE], format!("bytes {a}-{b}/{len}").as_str());
+    assert_eq!(part.headers()[ACCEPT_RANGES], "bytes");
+    assert_eq!(part.bytes().await.unwrap(), data.slice(a..=b));
+
+    // The last bytes; an end past the segment stops at its end.
+    let tail = client
+        .get(&url)
+        .header(RANGE, format!("bytes={}-{}", len - 10, len + 100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.bytes().await.unwrap(), data.slice(len - 10..));
+
+    let beyond = client
+        .get(&url)
+        .header(RANGE, format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(beyond.headers()[CONTENT_RANGE], format!("bytes */{len}").as_str());
+    assert_eq!(beyond.headers()[ACCEPT_RANGES], "bytes");
+
+    // Several ranges: the whole segment.
+    let multi = client.get(&url).header(RANGE, "bytes=0-9,20-29").send().await.unwrap();
+    assert_eq!(multi.status(), StatusCode::OK);
+    assert_eq!(multi.bytes().await.unwrap(), data);
+}
