@@ -44,20 +44,10 @@ pub struct NodeConfig {
     pub live_window: Duration,
     /// Upper bound on bytes kept per stream, whatever the window: 256 MiB holds 60 s of 32 Mbit/s video.
     pub max_stream_bytes: u64,
-    /// Segments behind the live edge a joining viewer fetches: 3, where HLS players start (RFC 8216 §6.3.3).
-    pub join_backlog: u64,
-    /// How long a segment may wait for peers before it is fetched from the stream's HTTP origin. 6 s: three
-    /// 2-second segments, the HLS player's buffer at the live edge.
-    pub origin_fallback_after: Duration,
-    /// Longest a viewer waits, when other viewers are known, before taking a segment only the broadcaster holds:
-    /// each waits a random part of it, so one takes the broadcaster's copy and the others take it from that viewer.
-    /// 1 s: a 2-second segment's transfer on a 10 Mbit/s link, well inside the 2.5 s lag target.
-    pub broadcaster_holdoff: Duration,
-    /// Chunk protocol request timeout: 20 s, twice libp2p's default, since a block may queue behind others on a
-    /// slow uplink.
+    /// Request timeout of the chunk and tree-mesh protocols: 20 s, twice libp2p's default, since a block may queue
+    /// behind others on a slow uplink. (Where a viewer starts, when it pulls and when it asks the origin are the
+    /// tree-mesh's decisions, tuned in the simulator: see `streamrp2p_protocols::treemesh::Config`.)
     pub request_timeout: Duration,
-    /// Most block requests in flight to one peer: 16, four 1 MiB segments.
-    pub max_requests_per_peer: usize,
     /// How long a peer that sent bad data stays banned: 10 minutes.
     pub ban_duration: Duration,
     /// How long a segment may be missing before the playlist skips past it: 3 target durations, so a player's
@@ -87,11 +77,7 @@ impl Default for NodeConfig {
             dht: DhtMode::Auto,
             live_window: Duration::from_secs(60),
             max_stream_bytes: 256 * 1024 * 1024,
-            join_backlog: 3,
-            origin_fallback_after: Duration::from_secs(6),
-            broadcaster_holdoff: Duration::from_secs(1),
             request_timeout: Duration::from_secs(20),
-            max_requests_per_peer: 16,
             ban_duration: Duration::from_secs(600),
             skip_gap_after: Duration::from_secs(6),
             policy: Policy::default(),

@@ -103,7 +103,7 @@ impl Net {
         for policy in viewer_policies {
             let viewer = Node::start(NodeConfig {
                 bootstrap: broadcaster.listen_addrs(),
-                policy: policy.clone(),
+                policy: *policy,
                 ..NodeConfig::loopback()
             })
             .await
@@ -192,7 +192,7 @@ fn capped(kbps: f64) -> Policy {
 async fn killing_a_backbone_node_stalls_no_viewer_for_more_than_one_segment() {
     // The broadcaster's uplink pays for two children (at 1.5 times the sample's 1.4 Mbit/s), so the other viewers
     // hang below the forwarders it takes.
-    let net = Net::start(capped(4_500.0), &vec![Policy::default(); 6]).await;
+    let net = Net::start(capped(4_500.0), &[Policy::default(); 6]).await;
     net.wait_playing().await;
     wait_until(
         "a viewer forwards to children in the backbone",
@@ -222,7 +222,7 @@ async fn killing_a_backbone_node_stalls_no_viewer_for_more_than_one_segment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_origin_leaves_p2p_delivery_running() {
-    let net = Net::start(Policy::default(), &vec![Policy::default(); 4]).await;
+    let net = Net::start(Policy::default(), &[Policy::default(); 4]).await;
     net.wait_playing().await;
     net.origin.stop();
     let before = net.snapshot();
@@ -239,7 +239,7 @@ async fn stopping_the_origin_leaves_p2p_delivery_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_every_other_peer_leaves_the_origin_serving_the_viewer() {
-    let mut net = Net::start(Policy::default(), &vec![Policy::default(); 3]).await;
+    let mut net = Net::start(Policy::default(), &[Policy::default(); 3]).await;
     net.wait_playing().await;
     // The other viewers go, and the broadcaster stops uploading (it still announces the segments): no peer is left
     // to serve viewer 0.
