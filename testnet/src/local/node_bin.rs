@@ -46,3 +46,13 @@ fn existing(path: PathBuf, from: &str) -> Result<PathBuf> {
         )
     }
 }
+
+/// Whether the node binary at `bin` takes `flag` (it lists it in `--help`): the policy flags
+/// (`--max-upload-kbps`, …) are newer than some node binaries.
+pub fn takes_flag(bin: &Path, flag: &str) -> bool {
+    std::process::Command::new(bin)
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+}
