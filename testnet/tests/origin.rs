@@ -19,7 +19,7 @@ async fn origin_serves_ranges_at_its_rate_and_restarts() {
     segments.insert(1, data.clone());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     // 8 Mbit/s: a megabyte a second.
-    let mut origin = Origin::start(8.0, segments.clone(), http.clone()).await.unwrap();
+    let mut origin = Origin::bind(8.0, segments.clone(), http.clone()).await.unwrap();
     // An upstream nobody listens on: what the cache lacks is a 502, not a hang.
     origin.set_upstream("http://127.0.0.1:9/streams/x".into());
     let url = origin.url();
@@ -86,7 +86,7 @@ async fn origin_serves_ranges_at_its_rate_and_restarts() {
         .await;
     assert!(refused.is_err(), "a stopped origin answered: {refused:?}");
 
-    origin.start_again().await.unwrap();
+    origin.start().await.unwrap();
     assert_eq!(origin.url(), url, "the origin comes back on the same port");
     let again = http.get(format!("{url}/1.ts")).send().await.unwrap();
     assert_eq!(again.status(), 200);

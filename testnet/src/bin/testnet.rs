@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use streamrp2p_testnet::local::{self, LocalOptions};
+use streamrp2p_testnet::report::Report;
 use streamrp2p_testnet::scenario::Scenario;
 
 const USAGE: &str = "usage: testnet local SCENARIO.toml [--json REPORT.json] [--seed N] [--keep DIR] [--node-bin PATH]";
@@ -76,12 +77,24 @@ fn run() -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(local::run(&scenario, options))?;
-    println!("{}", outcome.report.summary());
-    if let Some(json) = json {
-        let text = serde_json::to_string_pretty(&outcome.report)?;
-        std::fs::write(&json, text + "\n").with_context(|| format!("cannot write {}", json.display()))?;
-    }
+    let write_report = |report: &Report| -> Result<()> {
+        println!("{}", report.summary());
+        if let Some(json) = &json {
+            let text = serde_json::to_string_pretty(report)?;
+            std::fs::write(json, text + "\n").with_context(|| format!("cannot write {}", json.display()))?;
+        }
+        Ok(())
+    };
+    let outcome = runtime.block_on(async {
+        // On Ctrl-C or SIGTERM the run is dropped, and with it every process it started.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            outcome = local::run_with_report(&scenario, options, write_report) => outcome,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; every process of the run is stopped"),
+            _ = term.recv() => bail!("terminated; every process of the run is stopped"),
+        }
+    })?;
     println!("{}", outcome.check);
     if outcome.check.ok() {
         Ok(ExitCode::SUCCESS)

@@ -61,7 +61,7 @@ pub use check::SegmentCheck;
 pub use net::{Broadcaster, LocalNet, ViewerId};
 pub use origin::Origin;
 pub use process::TERM_GRACE;
-pub use run::{Outcome, run};
+pub use run::{Outcome, run, run_with_report};
 
 /// How a local testnet runs.
 #[derive(Clone, Debug)]

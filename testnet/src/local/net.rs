@@ -66,6 +66,8 @@ pub struct LocalNet {
     broadcaster_process: Option<Process>,
     ffmpeg: Option<Process>,
     poller: Option<JoinHandle<()>>,
+    /// Viewers start one at a time, so that a viewer's number, its files' names and its [`ViewerId`] agree.
+    start_lock: tokio::sync::Mutex<()>,
     started: Instant,
     stream_start: Instant,
     // Last, so that the processes are gone before their directory is removed.
@@ -100,7 +102,7 @@ impl LocalNet {
             .build()
             .context("cannot build an HTTP client")?;
         let segments = Arc::new(Segments::default());
-        let origin = Origin::start(scenario.origin_mbps, segments.clone(), http.clone()).await?;
+        let origin = Origin::bind(scenario.origin_mbps, segments.clone(), http.clone()).await?;
 
         let mut command = node_command(&node_bin, &root.join("nodes/broadcaster"));
         if !options.no_caps {
@@ -150,6 +152,7 @@ impl LocalNet {
             broadcaster_process: Some(process),
             ffmpeg: Some(ffmpeg),
             poller: None,
+            start_lock: tokio::sync::Mutex::new(()),
             started,
             stream_start: started,
             run_dir,
@@ -241,6 +244,7 @@ impl LocalNet {
 
     /// Starts a viewer with upload `upload_x` × the bitrate (unless `no_caps`) and waits until its gateway is up.
     pub async fn add_viewer(&self, upload_x: f64) -> Result<ViewerId> {
+        let _one_at_a_time = self.start_lock.lock().await;
         let index = self.shared.viewers.lock().expect("viewers lock").len();
         let root = self.run_dir.path();
         let mut command = node_command(&self.node_bin, &root.join(format!("nodes/viewer-{index}")));
@@ -258,7 +262,7 @@ impl LocalNet {
         let peer_id = process.wait_line("peer id: ", timeout).await?;
         let gateway = process.wait_line("gateway: ", timeout).await?;
         let mut viewers = self.shared.viewers.lock().expect("viewers lock");
-        let id = viewers.len();
+        debug_assert_eq!(viewers.len(), index, "viewers start one at a time");
         viewers.push(ViewerEntry {
             upload_x,
             process: Some(process),
@@ -269,7 +273,7 @@ impl LocalNet {
             left: None,
             last: None,
         });
-        Ok(ViewerId(id))
+        Ok(ViewerId(index))
     }
 
     fn take_process(&self, id: ViewerId) -> Result<Process> {
@@ -347,6 +351,14 @@ impl LocalNet {
             .collect()
     }
 
+    /// Stops ffmpeg: the stream ends (the broadcaster keeps serving what it holds). A run does it before the byte
+    /// check, which then has the machine's cores to itself.
+    pub async fn stop_source(&mut self) {
+        if let Some(mut ffmpeg) = self.ffmpeg.take() {
+            ffmpeg.stop().await;
+        }
+    }
+
     /// Reads every live node's status now (the poller does it every `poll_every` anyway).
     pub async fn poll_now(&self) {
         self.shared.poll_all().await;
@@ -377,7 +389,7 @@ impl LocalNet {
     }
 
     /// Compares every segment each live viewer lists with the broadcaster's.
-    pub async fn check_segments(&self) -> Result<SegmentCheck> {
+    pub async fn check_segments(&self) -> SegmentCheck {
         check::check(&self.shared).await
     }
 
@@ -427,9 +439,13 @@ impl Drop for LocalNet {
 }
 
 /// A node command with the options every node of the run takes: its data dir, loopback TCP and gateway on free
-/// ports. `RUST_LOG` passes through from the environment.
+/// ports. `RUST_LOG` passes through from the environment; `NO_COLOR` is set (unless it is) so that the logs in files
+/// carry no terminal colours.
 fn node_command(bin: &Path, data_dir: &Path) -> Command {
     let mut command = Command::new(bin);
+    if std::env::var_os("NO_COLOR").is_none() {
+        command.env("NO_COLOR", "1");
+    }
     command
         .arg("--data-dir")
         .arg(data_dir)

@@ -153,7 +153,7 @@ pub struct Origin {
 
 impl Origin {
     /// Starts the origin on a free loopback port, sending at most `mbps` Mbit/s, caching into `segments`.
-    pub async fn start(mbps: f64, segments: Arc<Segments>, http: reqwest::Client) -> Result<Self> {
+    pub async fn bind(mbps: f64, segments: Arc<Segments>, http: reqwest::Client) -> Result<Self> {
         let rate = mbps * 1e6 / 8.0;
         let now = Instant::now();
         let shared = Arc::new(Shared {
@@ -206,8 +206,8 @@ impl Origin {
         }
     }
 
-    /// Serves again on the same port.
-    pub async fn start_again(&mut self) -> Result<()> {
+    /// Serves again, on the same port, after [`Origin::stop`] (nothing if it serves).
+    pub async fn start(&mut self) -> Result<()> {
         if self.server.is_some() {
             return Ok(());
         }

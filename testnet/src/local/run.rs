@@ -33,15 +33,26 @@ enum Step {
 /// times until `duration_s` of stream time, reads every node's status, reports, checks the bytes, and stops
 /// everything.
 pub async fn run(scenario: &Scenario, options: LocalOptions) -> Result<Outcome> {
+    run_with_report(scenario, options, |_| Ok(())).await
+}
+
+/// [`run`], handing the report to `on_report` as soon as it is made — before the byte check, which can take a
+/// while — so that a caller can write it whatever the check finds.
+pub async fn run_with_report(
+    scenario: &Scenario,
+    options: LocalOptions,
+    on_report: impl FnOnce(&Report) -> Result<()>,
+) -> Result<Outcome> {
     let quiet = options.quiet;
     let plan = schedule::plan(scenario);
-    let net = LocalNet::start(scenario, options).await?;
+    let mut net = LocalNet::start(scenario, options).await?;
     if !quiet {
         eprintln!(
-            "stream {} live; {} viewers to join over {} s of {} s, run files in {}",
+            "stream {} live; {} viewers to join over {} s (and {} to replace leavers) in {} s, run files in {}",
             net.stream_id(),
-            plan.len(),
+            scenario.viewers,
             scenario.join_window_s,
+            plan.len() - scenario.viewers as usize,
             scenario.duration_s,
             net.run_dir().display()
         );
@@ -80,9 +91,14 @@ pub async fn run(scenario: &Scenario, options: LocalOptions) -> Result<Outcome> 
     wait_until(&net, scenario.duration_s, &mut progress).await;
     net.poll_now().await;
     let report = net.report();
+    on_report(&report)?;
+    net.stop_source().await;
+    if !quiet {
+        eprintln!("checking the viewers' segments against the broadcaster's");
+    }
     let check = net.check_segments().await;
     net.shutdown().await;
-    Ok(Outcome { report, check: check? })
+    Ok(Outcome { report, check })
 }
 
 /// Prints a line every [`PROGRESS_EVERY_S`] of stream time.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
 /// How long one HTTP request to a node may take.
-pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Segments by sequence number.
 #[derive(Debug, Default)]
