@@ -13,9 +13,11 @@
 //! - [`strategies`]: the protocols the simulator runs (`tree-mesh`, and the `gossipsub-flood` and `cdn-only` baselines).
 //! - [`queue`]: the event queue, a calendar queue in the order of one heap.
 //! - [`report`]: the report JSON shared with real local testnet runs.
+//! - [`local`]: the local testnet — a scenario run for real, as node processes on loopback (`testnet local`).
 //! - [`stats`]: percentiles and Jain's fairness index.
 #![deny(missing_docs)]
 
+pub mod local;
 pub mod network;
 pub mod prefetch;
 pub mod queue;

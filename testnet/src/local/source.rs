@@ -1,0 +1,73 @@
+//! The live source: ffmpeg encoding a test pattern in real time into an HLS playlist, at a near-constant bitrate.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tokio::process::Command;
+
+use super::process::Process;
+use crate::scenario::Scenario;
+
+/// The playlist's file name in the HLS directory.
+pub const PLAYLIST: &str = "index.m3u8";
+
+/// The ffmpeg arguments for `scenario`'s stream, written into `dir`. Video only (the simulator models one constant
+/// bitrate); x264 in CBR with HRD signalling and a VBV of half a second, one keyframe per segment, so that segments
+/// come out close to `bitrate × segment_s` (measured: within a few per cent plus about 6 % of MPEG-TS overhead; the
+/// first is larger).
+pub fn ffmpeg_args(scenario: &Scenario, dir: &Path) -> Vec<String> {
+    let kbps = scenario.bitrate_kbps.round().max(1.0) as u64;
+    let gop = (30.0 * scenario.segment_s).round().max(1.0) as u64;
+    let mut args: Vec<String> = [
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    args.extend([
+        "-b:v".into(),
+        format!("{kbps}k"),
+        "-maxrate".into(),
+        format!("{kbps}k"),
+        "-bufsize".into(),
+        format!("{}k", (kbps / 2).max(1)),
+        "-x264-params".into(),
+        "nal-hrd=cbr".into(),
+        "-g".into(),
+        gop.to_string(),
+        "-keyint_min".into(),
+        gop.to_string(),
+        "-sc_threshold".into(),
+        "0".into(),
+        "-f".into(),
+        "hls".into(),
+        "-hls_time".into(),
+        format!("{}", scenario.segment_s),
+        "-hls_list_size".into(),
+        "10".into(),
+        "-hls_flags".into(),
+        "delete_segments".into(),
+    ]);
+    args.push(dir.join(PLAYLIST).display().to_string());
+    args
+}
+
+/// Starts ffmpeg for `scenario` writing into `dir`, its stderr into `log`.
+pub fn start(scenario: &Scenario, dir: &Path, log: &Path) -> Result<Process> {
+    let mut command = Command::new("ffmpeg");
+    command.args(ffmpeg_args(scenario, dir));
+    Process::spawn(command, "ffmpeg", log).context("is ffmpeg installed and on PATH?")
+}
