@@ -9,7 +9,7 @@
 mod player;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use libp2p::PeerId;
@@ -17,7 +17,7 @@ use streamrp2p_protocols::Cid;
 use streamrp2p_protocols::manifest::{SequenceWindow, SignedManifestEntry};
 use streamrp2p_protocols::segment::{BLOCK_SIZE, BlockError, SegmentAssembly};
 use streamrp2p_protocols::stream::SignedStreamInfo;
-use streamrp2p_protocols::treemesh::{SegmentInfo, TreeMesh};
+use streamrp2p_protocols::treemesh::{BlockSource, SegmentInfo, TreeMesh};
 
 pub(crate) use self::player::PlayerLog;
 
@@ -32,7 +32,7 @@ const MAX_EARLY_BLOCKS: usize = 24;
 /// A block that came before the entry it belongs to, kept until the entry arrives.
 #[derive(Debug)]
 pub(crate) struct EarlyBlock {
-    pub(crate) from: PeerId,
+    pub(crate) from: BlockSource<PeerId>,
     pub(crate) segment: SegmentInfo,
     pub(crate) index: u16,
     pub(crate) data: Bytes,
@@ -136,13 +136,27 @@ impl StreamMesh {
         tail
     }
 
-    /// The stream's bitrate in bytes per second and its segment duration in seconds, from the entries known.
+    /// The stream's bitrate in bytes per second and its segment duration in seconds, from the entries known: the
+    /// median segment's. The first segment of an encode runs large (parameter sets, a fuller first keyframe), so it
+    /// counts only while it is the only one; a median, not a mean, so that one odd segment does not resize every
+    /// peer's child slots.
     pub(crate) fn rates(&self) -> Option<(f64, f64)> {
-        let (bytes, secs) = self.entries.values().fold((0u64, Duration::ZERO), |(b, d), e| {
-            (b + e.entry().size, d + e.entry().duration)
-        });
-        let secs = secs.as_secs_f64();
-        (secs > 0.0).then(|| (bytes as f64 / secs, secs / self.entries.len() as f64))
+        let mut rates: Vec<(f64, f64)> = self
+            .entries
+            .values()
+            .map(SignedManifestEntry::entry)
+            .filter(|e| e.seq > 0 || self.entries.len() == 1)
+            .map(|e| {
+                let secs = e.duration.as_secs_f64();
+                (if secs > 0.0 { e.size as f64 / secs } else { 0.0 }, secs)
+            })
+            .filter(|(rate, _)| *rate > 0.0)
+            .collect();
+        if rates.is_empty() {
+            return None;
+        }
+        rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Some(rates[rates.len() / 2])
     }
 
     /// The CID block `index` of segment `seq` must match.
@@ -159,7 +173,7 @@ impl StreamMesh {
     /// [`MAX_EARLY_BLOCKS`], the oldest dropped first).
     pub(crate) fn take_block(
         &mut self,
-        from: PeerId,
+        from: BlockSource<PeerId>,
         segment: SegmentInfo,
         index: u16,
         data: Bytes,

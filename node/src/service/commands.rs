@@ -132,8 +132,8 @@ impl Service {
         tracing::info!(%stream, "watching");
     }
 
-    /// The broadcaster's machine hears of a segment it made; the first one starts the machine (it gives the
-    /// bitrate the tree's slots are sized by).
+    /// The broadcaster's machine hears of a segment it made. The machine starts with the second segment (the
+    /// first of an encode runs large, and the bitrate sizes every child slot), and hears of the first then.
     fn feed_published(&mut self, stream: StreamId, entry: SignedManifestEntry, now: Instant) {
         let local = *self.swarm.local_peer_id();
         let now_s = self.clock(now);
@@ -143,16 +143,25 @@ impl Service {
         let Some(segment) = mesh.add_entry(entry, now) else {
             return;
         };
-        if mesh.machine.is_none()
-            && let (Some((bitrate, segment_s)), Some(info)) = (mesh.rates(), mesh.info.clone())
-        {
-            let cfg = self.mesh_config(Role::Broadcaster, bitrate, segment_s, &info);
-            let machine = TreeMesh::new(local, cfg, rand::random(), now_s);
-            if let Some(mesh) = self.streams.get_mut(&stream) {
-                mesh.machine = Some(machine);
-            }
+        if mesh.machine.is_some() {
+            self.feed(stream, Input::Published(segment));
+            return;
         }
-        self.feed(stream, Input::Published(segment));
+        let (Some((bitrate, segment_s)), Some(info)) = (mesh.rates(), mesh.info.clone()) else {
+            return;
+        };
+        let made = mesh.tail(2);
+        if made.len() < 2 {
+            return;
+        }
+        let cfg = self.mesh_config(Role::Broadcaster, bitrate, segment_s, &info);
+        let machine = TreeMesh::new(local, cfg, rand::random(), now_s);
+        if let Some(mesh) = self.streams.get_mut(&stream) {
+            mesh.machine = Some(machine);
+        }
+        for segment in made {
+            self.feed(stream, Input::Published(segment));
+        }
     }
 
     pub(super) fn subscribe(&mut self, stream: StreamId) {

@@ -278,16 +278,11 @@ impl Service {
             .read()
             .expect("store lock")
             .has_segment(&stream, segment.seq);
-        let local = *self.swarm.local_peer_id();
-        let from = match source {
-            BlockSource::Peer(peer) => peer,
-            BlockSource::Origin => local,
-        };
         let Some(mesh) = self.streams.get_mut(&stream) else {
             return;
         };
         let len = data.len() as u64;
-        match mesh.take_block(from, segment, index, data, held_whole) {
+        match mesh.take_block(source, segment, index, data, held_whole) {
             Ok(Taken::New) => {
                 let flow = match source {
                     BlockSource::Peer(_) => Flow::FromPeers,
@@ -321,9 +316,14 @@ impl Service {
                 );
             }
             Ok(Taken::Early) => {
-                // The entry has not come yet (the push overtook the announcement): the sender holds it.
-                if from != local {
-                    self.poll_manifest_of(stream, from);
+                // The entry has not come yet (a push overtook the announcement, or the machine heard of the
+                // segment from a neighbour first): a peer that sent the block holds it, and the broadcaster has it.
+                let ask = match source {
+                    BlockSource::Peer(peer) => Some(peer),
+                    BlockSource::Origin => mesh.info.as_ref().map(|i| i.info().broadcaster.to_peer_id()),
+                };
+                if let Some(peer) = ask {
+                    self.poll_manifest_of(stream, peer);
                 }
             }
             Err(bad) => match source {
@@ -344,7 +344,7 @@ impl Service {
         };
         for early in mesh.take_early(seq) {
             self.on_block(
-                BlockSource::Peer(early.from),
+                early.from,
                 stream,
                 early.segment,
                 early.index,

@@ -91,7 +91,7 @@ enum Outbound {
 /// A finished origin download of one block, unverified.
 struct OriginResult {
     stream: StreamId,
-    seq: u64,
+    segment: streamrp2p_protocols::treemesh::SegmentInfo,
     index: u16,
     data: Result<Bytes, String>,
 }

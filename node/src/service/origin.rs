@@ -35,7 +35,7 @@ impl Service {
             let _ = tx
                 .send(OriginResult {
                     stream,
-                    seq,
+                    segment,
                     index,
                     data,
                 })
@@ -49,18 +49,17 @@ impl Service {
     pub(super) fn on_origin_result(&mut self, result: OriginResult) {
         let OriginResult {
             stream,
-            seq,
+            segment,
             index,
             data,
         } = result;
+        let seq = segment.seq;
         if self.origin_tasks.remove(&(stream, seq, index)).is_none() {
             return;
         }
-        let Some(entry) = self.streams.get(&stream).and_then(|m| m.entry(seq)) else {
-            return;
-        };
-        let segment = crate::mesh::segment_info(entry);
         match data {
+            // Checked against the segment's entry, or kept until the entry comes (the machine may have heard of the
+            // segment from a neighbour before its announcement arrived).
             Ok(data) => self.on_block(BlockSource::Origin, stream, segment, index, data),
             Err(error) => {
                 tracing::warn!(%stream, seq, index, %error, "origin fallback failed");

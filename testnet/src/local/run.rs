@@ -91,6 +91,15 @@ pub async fn run_with_report(
     wait_until(&net, scenario.duration_s, &mut progress).await;
     net.poll_now().await;
     let report = net.report();
+    // Every node's last status, for looking into a run afterwards (kept with `--keep`).
+    let statuses = serde_json::json!({
+        "broadcaster": net.broadcaster_status(),
+        "viewers": net.statuses().into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+    });
+    let path = net.run_dir().join("statuses.json");
+    if let Err(error) = std::fs::write(&path, statuses.to_string()) {
+        eprintln!("cannot write {}: {error}", path.display());
+    }
     on_report(&report)?;
     net.stop_source().await;
     if !quiet {
