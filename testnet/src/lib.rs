@@ -16,6 +16,7 @@
 //! - [`stats`]: percentiles and Jain's fairness index.
 #![deny(missing_docs)]
 
+pub mod flood;
 pub mod network;
 pub mod prefetch;
 pub mod queue;
