@@ -14,9 +14,11 @@
 //! - [`queue`]: the event queue, a calendar queue in the order of one heap.
 //! - [`report`]: the report JSON shared with real local testnet runs.
 //! - [`local`]: the local testnet — a scenario run for real, as node processes on loopback (`testnet local`).
+//! - [`flood`]: the gossipsub baseline on a real network (`flood_node`, `bench-gossipsub`).
 //! - [`stats`]: percentiles and Jain's fairness index.
 #![deny(missing_docs)]
 
+pub mod flood;
 pub mod local;
 pub mod network;
 pub mod prefetch;
