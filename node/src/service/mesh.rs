@@ -343,13 +343,7 @@ impl Service {
             return;
         };
         for early in mesh.take_early(seq) {
-            self.on_block(
-                early.from,
-                stream,
-                early.segment,
-                early.index,
-                early.data,
-            );
+            self.on_block(early.from, stream, early.segment, early.index, early.data);
         }
     }
 
