@@ -89,6 +89,9 @@ pub enum NodeError {
     /// The manifest entry could not be signed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The configured resource policy is invalid.
+    #[error("invalid resource policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     /// The node's event loop has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -126,6 +129,7 @@ impl Node {
     /// Starts a node with the given identity (see [`Node::start`]).
     pub async fn start_with_identity(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, NodeError> {
         let peer_id = keypair.public().to_peer_id();
+        config.policy.validate()?;
         let limiter = Arc::new(UploadLimiter::new(config.policy.upload_limit()));
         let mut swarm = network::build_swarm(keypair.clone(), &config, limiter.clone())?;
 

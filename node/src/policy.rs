@@ -26,6 +26,7 @@ pub struct Policy {
 
 /// Why a [`Policy`] was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// The upload cap is zero, negative or not a number.
     #[error(

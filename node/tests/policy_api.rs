@@ -172,3 +172,22 @@ async fn segments_are_served_by_byte_range() {
     assert_eq!(multi.status(), StatusCode::OK);
     assert_eq!(multi.bytes().await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_with_an_invalid_policy() {
+    let error = Node::start(NodeConfig {
+        policy: Policy {
+            max_ratio: Some(-1.0),
+            ..Policy::default()
+        },
+        ..NodeConfig::loopback()
+    })
+    .await
+    .err()
+    .expect("an invalid policy is refused");
+    assert!(matches!(error, streamrp2p_node::NodeError::Policy(_)), "{error}");
+    assert!(
+        error.to_string().contains("ratio"),
+        "the message names what was wrong: {error}"
+    );
+}
