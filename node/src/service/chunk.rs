@@ -5,11 +5,9 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, InboundRequestId, OutboundFailure, OutboundRequestId, ResponseChannel};
-use streamrp2p_protocols::WireError;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, MANIFEST_RESPONSE_BUDGET, ManifestResponse};
 
 use crate::metrics::{Failure, Flow};
-use crate::network::wire_error;
 
 impl Service {
     pub(super) fn on_chunk_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
@@ -32,11 +30,8 @@ impl Service {
                 error,
                 ..
             } => {
-                if let OutboundFailure::Io(io) = &error
-                    && let Some(wire) = wire_error(io)
-                {
-                    let reason = wire.to_string();
-                    self.penalize(peer, failure_kind(wire), &reason);
+                if let OutboundFailure::Io(io) = &error {
+                    self.penalize_wire(peer, io);
                 }
                 tracing::debug!(%peer, %error, "chunk request failed");
                 self.outbound.remove(&request_id);
@@ -48,11 +43,8 @@ impl Service {
                 ..
             } => {
                 self.uploads.remove(&request_id);
-                if let request_response::InboundFailure::Io(io) = &error
-                    && let Some(wire) = wire_error(io)
-                {
-                    let reason = wire.to_string();
-                    self.penalize(peer, failure_kind(wire), &reason);
+                if let request_response::InboundFailure::Io(io) = &error {
+                    self.penalize_wire(peer, io);
                 }
             }
             request_response::Event::ResponseSent { request_id, .. } => {
@@ -143,12 +135,5 @@ impl Service {
                 self.penalize(peer, Failure::Message, &"answered with the wrong kind of response");
             }
         }
-    }
-}
-
-fn failure_kind(error: &WireError) -> Failure {
-    match error {
-        WireError::TooLarge { .. } => Failure::Block,
-        _ => Failure::Message,
     }
 }

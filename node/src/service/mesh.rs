@@ -15,7 +15,7 @@ use streamrp2p_protocols::treemesh::{BlockSource, Config, Input, Output, Role, S
 
 use crate::mesh::Taken;
 use crate::metrics::{Failure, Flow};
-use crate::network::{Ack, wire_error};
+use crate::network::Ack;
 use crate::status::MeshView;
 
 impl Service {
@@ -151,11 +151,8 @@ impl Service {
                 error,
                 ..
             } => {
-                if let OutboundFailure::Io(io) = &error
-                    && let Some(wire) = wire_error(io)
-                {
-                    let reason = wire.to_string();
-                    self.penalize(peer, Failure::Message, &reason);
+                if let OutboundFailure::Io(io) = &error {
+                    self.penalize_wire(peer, io);
                 }
                 tracing::debug!(%peer, %error, "tree-mesh frame not delivered");
                 let Some(out) = self.mesh_out.remove(&request_id) else {
@@ -173,11 +170,8 @@ impl Service {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(io) = &error
-                    && let Some(wire) = wire_error(io)
-                {
-                    let reason = wire.to_string();
-                    self.penalize(peer, Failure::Message, &reason);
+                if let request_response::InboundFailure::Io(io) = &error {
+                    self.penalize_wire(peer, io);
                 }
             }
             request_response::Event::ResponseSent { .. } => {}
@@ -283,29 +277,23 @@ impl Service {
         };
         let len = data.len() as u64;
         match mesh.take_block(source, segment, index, data, held_whole) {
-            Ok(Taken::New) => {
-                let flow = match source {
-                    BlockSource::Peer(_) => Flow::FromPeers,
-                    BlockSource::Origin => Flow::FromOrigin,
-                };
-                self.shared.metrics.add_bytes(flow, len);
-                if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
-                    match source {
-                        BlockSource::Peer(_) => s.counters.from_peers += len,
-                        BlockSource::Origin => s.counters.from_origin += len,
+            Ok(taken @ (Taken::New | Taken::Duplicate)) => {
+                if taken == Taken::Duplicate {
+                    mesh.duplicate_bytes += len;
+                } else {
+                    let flow = match source {
+                        BlockSource::Peer(_) => Flow::FromPeers,
+                        BlockSource::Origin => Flow::FromOrigin,
+                    };
+                    self.shared.metrics.add_bytes(flow, len);
+                    if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
+                        match source {
+                            BlockSource::Peer(_) => s.counters.from_peers += len,
+                            BlockSource::Origin => s.counters.from_origin += len,
+                        }
                     }
                 }
-                self.feed(
-                    stream,
-                    Input::Block {
-                        from: source,
-                        segment,
-                        block: index,
-                    },
-                );
-            }
-            Ok(Taken::Duplicate) => {
-                mesh.duplicate_bytes += len;
+                // Duplicates too: the machine counts them and settles the pull or fetch they answer.
                 self.feed(
                     stream,
                     Input::Block {

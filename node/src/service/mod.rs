@@ -229,6 +229,20 @@ impl Service {
         tracing::debug!(%stream, seq, size, "segment complete");
     }
 
+    /// Bans a peer whose message failed to decode (too large, malformed), when that is what `error` was: a stream
+    /// that merely broke is nobody's fault.
+    fn penalize_wire(&mut self, peer: PeerId, error: &std::io::Error) {
+        let Some(wire) = crate::network::wire_error(error) else {
+            return;
+        };
+        let kind = match wire {
+            streamrp2p_protocols::WireError::TooLarge { .. } => Failure::Block,
+            _ => Failure::Message,
+        };
+        let reason = wire.to_string();
+        self.penalize(peer, kind, &reason);
+    }
+
     /// Bans a peer that sent bad data: disconnects it, refuses it, and forgets what it claimed.
     fn penalize(&mut self, peer: PeerId, kind: Failure, reason: &dyn std::fmt::Display) {
         self.shared.metrics.failed(kind);

@@ -19,8 +19,9 @@ pub const TS_OVERHEAD: f64 = 1.068;
 /// bitrate); x264 in CBR with HRD signalling and a VBV of half a second, one keyframe per segment, its rate set
 /// [`TS_OVERHEAD`] below the scenario's, so that segments come out at `bitrate × segment_s` as the simulator's do
 /// (within a few per cent; the first is larger). Child slots are sized by the bitrate, so a stream 7 % above the
-/// scenario's gives a node of 6× the bitrate 3 children where the simulator gives it 4.
-pub fn ffmpeg_args(scenario: &Scenario, dir: &Path) -> Vec<String> {
+/// scenario's gives a node of 6× the bitrate 3 children where the simulator gives it 4. `keep_all` lists (and keeps)
+/// every segment rather than the last ten.
+pub fn ffmpeg_args(scenario: &Scenario, dir: &Path, keep_all: bool) -> Vec<String> {
     let kbps = (scenario.bitrate_kbps / TS_OVERHEAD).round().max(1.0) as u64;
     let gop = (30.0 * scenario.segment_s).round().max(1.0) as u64;
     let mut args: Vec<String> = [
@@ -61,11 +62,17 @@ pub fn ffmpeg_args(scenario: &Scenario, dir: &Path) -> Vec<String> {
         "hls".into(),
         "-hls_time".into(),
         format!("{}", scenario.segment_s),
-        "-hls_list_size".into(),
-        "10".into(),
-        "-hls_flags".into(),
-        "delete_segments".into(),
     ]);
+    if keep_all {
+        args.extend(["-hls_list_size".into(), "0".into()]);
+    } else {
+        args.extend([
+            "-hls_list_size".into(),
+            "10".into(),
+            "-hls_flags".into(),
+            "delete_segments".into(),
+        ]);
+    }
     args.push(dir.join(PLAYLIST).display().to_string());
     args
 }
@@ -73,6 +80,6 @@ pub fn ffmpeg_args(scenario: &Scenario, dir: &Path) -> Vec<String> {
 /// Starts ffmpeg for `scenario` writing into `dir`, its stderr into `log`.
 pub fn start(scenario: &Scenario, dir: &Path, log: &Path) -> Result<Process> {
     let mut command = Command::new("ffmpeg");
-    command.args(ffmpeg_args(scenario, dir));
+    command.args(ffmpeg_args(scenario, dir, false));
     Process::spawn(command, "ffmpeg", log).context("is ffmpeg installed and on PATH?")
 }
