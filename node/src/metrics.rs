@@ -31,6 +31,15 @@ pub(crate) enum Failure {
     Origin,
 }
 
+/// How a signed manifest entry reached this node.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum EntryVia {
+    /// The broadcaster's announcement on the stream's gossipsub topic.
+    Topic,
+    /// A manifest asked of a peer (when joining, or when a block came before its announcement).
+    Manifest,
+}
+
 // Label values in Prometheus's lowercase snake case.
 impl EncodeLabelValue for Flow {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
@@ -38,6 +47,15 @@ impl EncodeLabelValue for Flow {
             Self::Uploaded => "uploaded",
             Self::FromPeers => "from_peers",
             Self::FromOrigin => "from_origin",
+        })
+    }
+}
+
+impl EncodeLabelValue for EntryVia {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Topic => "topic",
+            Self::Manifest => "manifest",
         })
     }
 }
@@ -55,6 +73,11 @@ impl EncodeLabelValue for Failure {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FlowLabels {
     pub(crate) flow: Flow,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EntryLabels {
+    pub(crate) via: EntryVia,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,6 +179,7 @@ pub(crate) struct Metrics {
     pub(crate) peers: Gauge,
     pub(crate) payload_bytes: Family<FlowLabels, Counter>,
     pub(crate) segments: Counter,
+    pub(crate) entries: Family<EntryLabels, Counter>,
     pub(crate) verification_failures: Family<FailureLabels, Counter>,
     pub(crate) bans: Counter,
     pub(crate) streams: StreamMetrics,
@@ -174,6 +198,12 @@ impl Metrics {
         );
         let segments = Counter::default();
         registry.register("segments", "Segments completed and stored", segments.clone());
+        let entries = Family::<EntryLabels, Counter>::default();
+        registry.register(
+            "manifest_entries",
+            "New signed manifest entries, by the way they came (topic: announcements; manifest: asked of a peer)",
+            entries.clone(),
+        );
         let verification_failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "verification_failures",
@@ -189,6 +219,7 @@ impl Metrics {
             peers,
             payload_bytes,
             segments,
+            entries,
             verification_failures,
             bans,
             streams,
@@ -197,6 +228,10 @@ impl Metrics {
 
     pub(crate) fn add_bytes(&self, flow: Flow, bytes: u64) {
         self.payload_bytes.get_or_create(&FlowLabels { flow }).inc_by(bytes);
+    }
+
+    pub(crate) fn learnt_entries(&self, via: EntryVia, count: u64) {
+        self.entries.get_or_create(&EntryLabels { via }).inc_by(count);
     }
 
     pub(crate) fn failed(&self, kind: Failure) {

@@ -37,6 +37,12 @@ pub struct StreamStatus {
     pub bytes_from_origin: u64,
     /// Payload bytes sent to peers.
     pub bytes_uploaded: u64,
+    /// New manifest entries heard as announcements on the stream's gossipsub topic. Nearly every entry comes this
+    /// way while the topic works; a viewer whose entries come mostly from manifests has a topic that does not reach it.
+    pub entries_from_topic: u64,
+    /// New manifest entries learnt from manifests asked of peers: the newest ones when joining, and any whose
+    /// announcement a block overtook.
+    pub entries_from_manifests: u64,
     /// Where this node sits in the stream's hybrid tree-mesh: `backbone` (a stable forwarder of the push tree, or
     /// the broadcaster) or `mesh` (a leaf that also pulls from mesh neighbours); `null` before it joins.
     pub tree_role: Option<&'static str>,
@@ -99,6 +105,8 @@ pub(crate) fn status(shared: &Shared) -> Status {
                 bytes_from_peers: s.counters.from_peers,
                 bytes_from_origin: s.counters.from_origin,
                 bytes_uploaded: s.counters.uploaded,
+                entries_from_topic: s.counters.entries_from_topic,
+                entries_from_manifests: s.counters.entries_from_manifests,
                 tree_role: s.mesh.as_ref().map(|m| m.tree_role),
                 parents: mesh.parents,
                 children: mesh.children,

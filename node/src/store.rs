@@ -39,6 +39,8 @@ pub(crate) struct Counters {
     pub(crate) from_peers: u64,
     pub(crate) from_origin: u64,
     pub(crate) uploaded: u64,
+    pub(crate) entries_from_topic: u64,
+    pub(crate) entries_from_manifests: u64,
 }
 
 /// One stream's window.

@@ -297,3 +297,36 @@ async fn a_metered_viewer_uploads_no_payload() {
     let others: u64 = snapshot[1..].iter().map(|(_, s)| s.bytes_uploaded).sum();
     assert!(others > 0, "the other viewers serve each other");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_hear_of_segments_over_the_topic() {
+    // The broadcaster's announcements reach every viewer on the stream's gossipsub topic, a few milliseconds after
+    // it signs them. A viewer asks peers for manifests only to join, and when a block comes before its announcement;
+    // had the topic stopped reaching viewers, their entries would come from those manifests, up to a segment later
+    // at every hop of the tree.
+    let net = Net::start(Policy::default(), &[Policy::default(); 8]).await;
+    net.wait_playing().await;
+    let before = net.snapshot();
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    for ((i, then), (_, now)) in before.iter().zip(&net.snapshot()) {
+        let topic = now.entries_from_topic - then.entries_from_topic;
+        let manifests = now.entries_from_manifests - then.entries_from_manifests;
+        assert!(
+            topic >= 6 && topic >= 4 * manifests,
+            "viewer {i} learnt {topic} entries from the topic and {manifests} from manifests"
+        );
+    }
+    // `/metrics` counts them the same way.
+    let (_, viewer) = net.live().next().unwrap();
+    let url = format!("http://{}/metrics", viewer.http_addr().unwrap());
+    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamrp2p_manifest_entries_total{via=\"topic\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("a count of entries from the topic");
+    assert!(
+        counted >= before[0].1.entries_from_topic + 6,
+        "{counted} entries from the topic"
+    );
+}

@@ -7,6 +7,7 @@
 mod codec;
 mod mesh_codec;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,18 @@ pub(crate) fn build_swarm(
     Ok(swarm)
 }
 
+/// Gossipsub's peer-score parameters: its defaults, except that peers on this host's loopback are exempt from the
+/// IP colocation penalty. That penalty (a Sybil defence: many peers behind one address) grows with the square of
+/// the peers over ten on one IP, so with it a testnet of a few dozen nodes on one machine graylists every peer
+/// and announcements crawl through manifest polls instead of the topic.
+fn score_params() -> gossipsub::PeerScoreParams {
+    let mut params = gossipsub::PeerScoreParams::default();
+    params
+        .ip_colocation_factor_whitelist
+        .extend([IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    params
+}
+
 fn behaviour(key: &Keypair, config: &NodeConfig, limiter: Arc<UploadLimiter>) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
     let kad = kad::Behaviour::with_config(
@@ -113,10 +126,7 @@ fn behaviour(key: &Keypair, config: &NodeConfig, limiter: Arc<UploadLimiter>) ->
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossipsub_config)?;
     // Peer scoring on: a peer whose messages fail validation loses score, and below the thresholds gossipsub stops
     // taking its gossip and then its messages. Each stream's topic gets its weights when the node joins it.
-    gossipsub.with_peer_score(
-        gossipsub::PeerScoreParams::default(),
-        gossipsub::PeerScoreThresholds::default(),
-    )?;
+    gossipsub.with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())?;
 
     let chunk = request_response::Behaviour::with_codec(
         ChunkCodec::limited(limiter.clone()),
@@ -146,4 +156,61 @@ fn behaviour(key: &Keypair, config: &NodeConfig, limiter: Arc<UploadLimiter>) ->
         chunk,
         mesh,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+
+    /// Peers on one address past gossipsub's colocation threshold (ten): the default scoring would put each at
+    /// -5 × (20 − 10)² = −500, below the publish threshold, so a node would stop sending them its announcements.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_peers_on_loopback_keep_a_good_gossipsub_score() {
+        const SPOKES: usize = 20;
+        let config = NodeConfig::loopback();
+        let limiter = Arc::new(UploadLimiter::new(None));
+        let topic = gossipsub::IdentTopic::new("crowd");
+        let mut hub = build_swarm(Keypair::generate_ed25519(), &config, limiter.clone()).unwrap();
+        hub.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+        hub.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let hub_addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = hub.select_next_some().await {
+                break address;
+            }
+        };
+        let mut spokes = Vec::new();
+        for _ in 0..SPOKES {
+            let mut spoke = build_swarm(Keypair::generate_ed25519(), &config, limiter.clone()).unwrap();
+            spoke.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+            spoke.dial(hub_addr.clone()).unwrap();
+            let peer = *spoke.local_peer_id();
+            let task = tokio::spawn(async move {
+                loop {
+                    spoke.select_next_some().await;
+                }
+            });
+            spokes.push((peer, task));
+        }
+        let subscribed = |hub: &Swarm<Behaviour>| {
+            hub.behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, topics)| topics.contains(&&topic.hash()))
+                .count()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while subscribed(&hub) < SPOKES {
+            tokio::select! {
+                _ = hub.select_next_some() => {}
+                _ = tokio::time::sleep_until(deadline) => panic!("only {} spokes subscribed", subscribed(&hub)),
+            }
+        }
+        for (peer, task) in &spokes {
+            let score = hub.behaviour().gossipsub.peer_score(peer).expect("scoring is on");
+            assert!(score >= 0.0, "a loopback peer scores {score}");
+            task.abort();
+        }
+    }
 }

@@ -7,7 +7,7 @@ use libp2p::PeerId;
 use libp2p::request_response::{self, InboundRequestId, OutboundFailure, OutboundRequestId, ResponseChannel};
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, MANIFEST_RESPONSE_BUDGET, ManifestResponse};
 
-use crate::metrics::{Failure, Flow};
+use crate::metrics::{EntryVia, Failure, Flow};
 
 impl Service {
     pub(super) fn on_chunk_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
@@ -128,7 +128,7 @@ impl Service {
                 {
                     mesh.candidates.insert(peer);
                 }
-                self.add_entries(stream, manifest.entries, now);
+                self.add_entries(stream, manifest.entries, now, EntryVia::Manifest);
             }
             (Outbound::Manifest { .. }, ChunkResponse::DontHave) => {}
             (Outbound::Manifest { .. }, ChunkResponse::Block(_)) => {

@@ -1,6 +1,6 @@
 //! Swarm events: listen addresses, connections, identify, Kademlia providers, gossipsub control messages.
 
-use super::{Outbound, Service};
+use super::{Outbound, Service, unix_ms};
 use std::time::Instant;
 
 use libp2p::kad::{self, GetProvidersOk, QueryResult};
@@ -13,7 +13,7 @@ use streamrp2p_protocols::stream::{SignedStreamInfo, StreamId};
 
 use streamrp2p_protocols::treemesh::Input;
 
-use crate::metrics::Failure;
+use crate::metrics::{EntryVia, Failure};
 use crate::network::{BehaviourEvent, KAD_PROTOCOL};
 
 impl Service {
@@ -182,7 +182,7 @@ impl Service {
                 if self.streams.get(&stream).is_some_and(|m| m.info.is_none()) {
                     self.set_info(stream, info);
                 }
-                self.add_entries(stream, vec![entry], now);
+                self.add_entries(stream, vec![entry], now, EntryVia::Topic);
             }
             // HAVEs of the first-generation scheduler: the tree-mesh tells its neighbours directly.
             ControlMessage::Have { .. } => {}
@@ -201,18 +201,34 @@ impl Service {
 
     /// Takes verified entries for a watched stream: the machine hears of each new segment (or joins, with the
     /// newest), and blocks that waited for an entry are taken.
-    pub(super) fn add_entries(&mut self, stream: StreamId, entries: Vec<SignedManifestEntry>, now: Instant) {
+    pub(super) fn add_entries(
+        &mut self,
+        stream: StreamId,
+        entries: Vec<SignedManifestEntry>,
+        now: Instant,
+        via: EntryVia,
+    ) {
         let mut added = Vec::new();
         for entry in entries {
             let Some(mesh) = self.streams.get_mut(&stream) else {
                 return;
             };
+            let signed_ms = entry.entry().timestamp_ms;
             if let Some(segment) = mesh.add_entry(entry, now) {
+                tracing::trace!(%stream, seq = segment.seq, age_ms = unix_ms().saturating_sub(signed_ms), "entry");
                 added.push(segment);
             }
         }
         if added.is_empty() {
             return;
+        }
+        let count = added.len() as u64;
+        self.shared.metrics.learnt_entries(via, count);
+        if let Some(s) = self.shared.store.write().expect("store lock").stream_mut(&stream) {
+            match via {
+                EntryVia::Topic => s.counters.entries_from_topic += count,
+                EntryVia::Manifest => s.counters.entries_from_manifests += count,
+            }
         }
         if self.streams.get(&stream).is_some_and(|m| m.machine.is_none()) {
             self.try_join(stream);

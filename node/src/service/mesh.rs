@@ -43,6 +43,9 @@ impl Service {
         let Some(machine) = self.machine_mut(stream) else {
             return;
         };
+        if !matches!(input, Input::Block { .. }) {
+            tracing::trace!(%stream, ?input, "machine hears");
+        }
         machine.handle(now, input);
         self.drain(stream);
     }
@@ -66,6 +69,7 @@ impl Service {
     }
 
     fn carry_out(&mut self, stream: StreamId, output: Output<PeerId>) {
+        tracing::trace!(%stream, ?output, "machine asks");
         match output {
             Output::Send { to, message } => self.send_frame(stream, to, Frame::Control { stream, message }, None),
             Output::Push { to, segment, block } => self.upload(stream, to, segment, block, UploadKind::Push),
@@ -276,7 +280,16 @@ impl Service {
             return;
         };
         let len = data.len() as u64;
-        match mesh.take_block(source, segment, index, data, held_whole) {
+        let taken = mesh.take_block(source, segment, index, data, held_whole);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            // Each block's arrival, for following a segment's way through the tree-mesh: how long after the
+            // broadcaster signed it, from whom, and what it was to this node.
+            let age_ms = mesh
+                .entry(segment.seq)
+                .map(|e| unix_ms().saturating_sub(e.entry().timestamp_ms));
+            tracing::trace!(%stream, seq = segment.seq, index, ?source, ?age_ms, taken = ?taken.as_ref().ok(), "block");
+        }
+        match taken {
             Ok(taken @ (Taken::New | Taken::Duplicate)) => {
                 if taken == Taken::Duplicate {
                     mesh.duplicate_bytes += len;
