@@ -45,6 +45,6 @@ pub use network::{
 pub(crate) use node::Shared;
 pub use node::{Node, NodeError, NodeEvent, NodeHandle};
 pub use policy::{Policy, PolicyError, PolicyUpdate};
-pub use status::{Status, StreamStatus};
+pub use status::{PenaltyView, Status, StreamStatus};
 pub use store::Role;
 pub use streamrp2p_protocols::stream::StreamId;

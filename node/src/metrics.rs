@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use streamrp2p_protocols::score::Offence;
 
 /// Where payload bytes went or came from.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -173,6 +174,21 @@ pub(crate) struct FailureLabels {
     pub(crate) kind: Failure,
 }
 
+/// An offence as a label value (`streamrp2p_protocols::score::Offence::name`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct OffenceLabel(pub(crate) Offence);
+
+impl EncodeLabelValue for OffenceLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.0.name())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OffenceLabels {
+    pub(crate) offence: OffenceLabel,
+}
+
 /// The node's metrics and the registry that renders them.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -182,6 +198,7 @@ pub(crate) struct Metrics {
     pub(crate) entries: Family<EntryLabels, Counter>,
     pub(crate) verification_failures: Family<FailureLabels, Counter>,
     pub(crate) bans: Counter,
+    pub(crate) penalties: Family<OffenceLabels, Counter>,
     pub(crate) streams: StreamMetrics,
 }
 
@@ -211,7 +228,14 @@ impl Metrics {
             verification_failures.clone(),
         );
         let bans = Counter::default();
-        registry.register("bans", "Peers banned for sending bad data", bans.clone());
+        registry.register("bans", "Peers banned by the peer manager", bans.clone());
+        let penalties = Family::<OffenceLabels, Counter>::default();
+        registry.register(
+            "penalties",
+            "Penalties given to peers, by offence (bad_block, forged_entry, malformed, lie, quota_overrun, withholding, \
+             unsolicited)",
+            penalties.clone(),
+        );
         let streams = StreamMetrics::default();
         streams.register(&mut registry);
         Self {
@@ -222,6 +246,7 @@ impl Metrics {
             entries,
             verification_failures,
             bans,
+            penalties,
             streams,
         }
     }
@@ -232,6 +257,14 @@ impl Metrics {
 
     pub(crate) fn learnt_entries(&self, via: EntryVia, count: u64) {
         self.entries.get_or_create(&EntryLabels { via }).inc_by(count);
+    }
+
+    pub(crate) fn penalised(&self, offence: Offence) {
+        self.penalties
+            .get_or_create(&OffenceLabels {
+                offence: OffenceLabel(offence),
+            })
+            .inc();
     }
 
     pub(crate) fn failed(&self, kind: Failure) {

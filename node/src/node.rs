@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) policy: watch::Sender<Policy>,
     /// The upload limit ([`Policy::upload_limit`]) every outgoing payload stream awaits.
     pub(crate) upload_limiter: Arc<UploadLimiter>,
+    /// The worst offenders, as the peer manager last published them.
+    pub(crate) penalties: RwLock<Vec<crate::peer_manager::PenaltyView>>,
 }
 
 /// Why a node could not start or do what was asked.
@@ -181,6 +183,7 @@ impl Node {
             http_addr,
             policy: watch::Sender::new(config.policy),
             upload_limiter: limiter,
+            penalties: RwLock::new(Vec::new()),
         });
         let gateway = listener.map(|listener| {
             let router = crate::gateway::router(shared.clone());

@@ -3,6 +3,10 @@
 //! Set from the command line or config file ([`crate::NodeConfig::policy`]), changed at runtime through
 //! [`crate::NodeHandle::set_policy`] or `POST /api/policy` with a [`PolicyUpdate`].
 
+use std::fmt;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use streamrp2p_protocols::treemesh;
 
@@ -24,35 +28,57 @@ pub struct Policy {
     pub max_ratio: Option<f64>,
 }
 
-/// Why a [`Policy`] was refused.
+/// Why a [`Policy`] was refused. The value refused is shown as Rust's `{:?}` writes it, so that 1e-300 reads as such
+/// and not as 300 zeros.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
-    /// The upload cap is zero, negative or not a number.
+    /// The upload cap is outside [`Policy::MIN_UPLOAD_KBPS`]..=[`Policy::MAX_UPLOAD_KBPS`] or not a number.
     #[error(
-        "max_upload_kbps must be a finite number of kbit/s above 0, not {0}; to upload nothing set metered, to remove \
-         the cap pass null (or leave the option out)"
+        "max_upload_kbps must be between {min} and {max} kbit/s, not {0:?}; to upload nothing set metered, to remove \
+         the cap pass null (or leave the option out)",
+        min = Policy::MIN_UPLOAD_KBPS,
+        max = Policy::MAX_UPLOAD_KBPS
     )]
     MaxUpload(f64),
-    /// The ratio is zero, negative or not a number.
+    /// The ratio is outside [`Policy::MIN_RATIO`]..=[`Policy::MAX_RATIO`] or not a number.
     #[error(
-        "max_ratio must be a finite number above 0 (e.g. 1.0: upload as much as you download), not {0}; to upload \
-         nothing set metered, to remove the limit pass null (or leave the option out)"
+        "max_ratio must be between {min} and {max} (e.g. 1.0: upload as much as you download), not {0:?}; to upload \
+         nothing set metered, to remove the limit pass null (or leave the option out)",
+        min = Policy::MIN_RATIO,
+        max = Policy::MAX_RATIO
     )]
     MaxRatio(f64),
 }
 
-fn positive(value: Option<f64>) -> bool {
-    value.is_none_or(|v| v.is_finite() && v > 0.0)
+/// `value` is absent, or a number in `min..=max` (NaN never is).
+fn within(value: Option<f64>, min: f64, max: f64) -> bool {
+    value.is_none_or(|v| (min..=max).contains(&v))
 }
 
 impl Policy {
-    /// Checks that the cap and the ratio, when set, are finite and above zero.
+    /// Smallest upload cap, kbit/s. A 64 KiB block takes about 9 minutes at 1 kbit/s, so a lower cap serves nobody
+    /// in time; to upload nothing there is `metered`. A floor also keeps the upload limiter's waits (bytes / rate)
+    /// far from the overflow a rate like 1e-300 caused.
+    pub const MIN_UPLOAD_KBPS: f64 = 1.0;
+    /// Largest upload cap, kbit/s: 10^9 kbit/s is 1 Tbit/s, far above any uplink; a larger number is a typo, and
+    /// no cap at all is `null`.
+    pub const MAX_UPLOAD_KBPS: f64 = 1e9;
+    /// Smallest ratio: 0.01, upload one byte for every hundred downloaded. Below that a node serves next to nothing
+    /// for its trouble; to upload nothing there is `metered`.
+    pub const MIN_RATIO: f64 = 0.01;
+    /// Largest ratio: 10^6, a million bytes up for each one down — no limit in practice; a larger number is a typo,
+    /// and no limit at all is `null`.
+    pub const MAX_RATIO: f64 = 1e6;
+
+    /// Checks that the cap and the ratio, when set, are numbers in their ranges: the cap from
+    /// [`Policy::MIN_UPLOAD_KBPS`] to [`Policy::MAX_UPLOAD_KBPS`], the ratio from [`Policy::MIN_RATIO`] to
+    /// [`Policy::MAX_RATIO`], both inclusive.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if !positive(self.max_upload_kbps) {
+        if !within(self.max_upload_kbps, Self::MIN_UPLOAD_KBPS, Self::MAX_UPLOAD_KBPS) {
             return Err(PolicyError::MaxUpload(self.max_upload_kbps.unwrap_or_default()));
         }
-        if !positive(self.max_ratio) {
+        if !within(self.max_ratio, Self::MIN_RATIO, Self::MAX_RATIO) {
             return Err(PolicyError::MaxRatio(self.max_ratio.unwrap_or_default()));
         }
         Ok(())
@@ -149,21 +175,65 @@ pub(crate) fn kbps_to_bytes(kbps: f64) -> f64 {
 /// let policy = Policy { max_upload_kbps: Some(500.0), ..Policy::default() }.apply(&update);
 /// assert_eq!(policy, Policy { background: true, ..Policy::default() });
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Only a JSON object is an update: serde's derived `Deserialize` would also take an array of the fields in order,
+/// where a stray `[null]` removes the cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct PolicyUpdate {
     /// `Some(None)`: remove the cap; `Some(Some(kbps))`: set it; `None`: keep it.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_upload_kbps: Option<Option<f64>>,
     /// New `metered`, or keep it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metered: Option<bool>,
     /// New `background`, or keep it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
     /// `Some(None)`: remove the ratio limit; `Some(Some(r))`: set it; `None`: keep it.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ratio: Option<Option<f64>>,
+}
+
+impl<'de> Deserialize<'de> for PolicyUpdate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ObjectOnly)
+    }
+}
+
+/// The fields of a [`PolicyUpdate`], read by serde's derive, which refuses unknown and repeated fields. It is only
+/// ever handed a map, by [`ObjectOnly`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateFields {
+    #[serde(default, deserialize_with = "present")]
+    max_upload_kbps: Option<Option<f64>>,
+    #[serde(default)]
+    metered: Option<bool>,
+    #[serde(default)]
+    background: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    max_ratio: Option<Option<f64>>,
+}
+
+/// Reads a [`PolicyUpdate`] from a map (a JSON object) and from nothing else.
+struct ObjectOnly;
+
+impl<'de> Visitor<'de> for ObjectOnly {
+    type Value = PolicyUpdate;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object with any of max_upload_kbps, metered, background and max_ratio")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PolicyUpdate, A::Error> {
+        let fields = UpdateFields::deserialize(MapAccessDeserializer::new(map))?;
+        Ok(PolicyUpdate {
+            max_upload_kbps: fields.max_upload_kbps,
+            metered: fields.metered,
+            background: fields.background,
+            max_ratio: fields.max_ratio,
+        })
+    }
 }
 
 /// A field that is present, `null` or not: `Some(value)`. With `#[serde(default)]`, an absent field is `None`.
@@ -209,6 +279,68 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(message.contains("metered"), "{message}");
+    }
+
+    #[test]
+    fn validate_refuses_caps_and_ratios_out_of_range() {
+        let cap = |kbps| Policy {
+            max_upload_kbps: Some(kbps),
+            ..Policy::default()
+        };
+        let ratio = |r| Policy {
+            max_ratio: Some(r),
+            ..Policy::default()
+        };
+        for bad in [
+            1e-300,
+            5e-324,
+            f64::MIN_POSITIVE,
+            0.999,
+            1e9 + 1.0,
+            1e300,
+            f64::MAX,
+            -0.0,
+        ] {
+            assert_eq!(cap(bad).validate(), Err(PolicyError::MaxUpload(bad)), "{bad:e}");
+        }
+        for good in [1.0, 1.5, 2000.0, 1e9] {
+            assert_eq!(cap(good).validate(), Ok(()), "{good:e}");
+        }
+        for bad in [1e-300, 5e-324, 0.0099, 1e6 + 1.0, 1e300, f64::MAX] {
+            assert_eq!(ratio(bad).validate(), Err(PolicyError::MaxRatio(bad)), "{bad:e}");
+        }
+        for good in [0.01, 0.5, 1.0, 1e6] {
+            assert_eq!(ratio(good).validate(), Ok(()), "{good:e}");
+        }
+    }
+
+    #[test]
+    fn messages_state_the_range_and_the_value_as_written() {
+        let message = PolicyError::MaxUpload(1e-300).to_string();
+        assert!(
+            message.starts_with("max_upload_kbps must be between 1 and 1000000000 kbit/s, not 1e-300; "),
+            "{message}"
+        );
+        assert!(message.contains("metered") && message.contains("null"), "{message}");
+        let message = PolicyError::MaxRatio(1e300).to_string();
+        assert!(
+            message.starts_with("max_ratio must be between 0.01 and 1000000 "),
+            "{message}"
+        );
+        assert!(message.contains("not 1e300;"), "{message}");
+    }
+
+    #[test]
+    fn the_slowest_valid_cap_gives_waits_a_duration_holds() {
+        // What the upload limiter divides by: a 64 KiB block at the smallest cap, in background.
+        let slowest = Policy {
+            max_upload_kbps: Some(Policy::MIN_UPLOAD_KBPS),
+            background: true,
+            ..Policy::default()
+        };
+        let rate = slowest.upload_limit().unwrap();
+        let wait = std::time::Duration::try_from_secs_f64(65_536.0 / rate).unwrap();
+        assert!(wait < std::time::Duration::from_secs(3600), "{wait:?}");
     }
 
     #[test]
@@ -267,5 +399,23 @@ mod tests {
         );
         assert!(serde_json::from_str::<PolicyUpdate>(r#"{"max_upload": 1}"#).is_err());
         assert!(serde_json::from_str::<PolicyUpdate>(r#"{"metered": "yes"}"#).is_err());
+    }
+
+    #[test]
+    fn an_update_is_an_object_and_nothing_else() {
+        for body in ["[]", "[null, true]", "null", "true", "1", r#""metered""#] {
+            let error = serde_json::from_str::<PolicyUpdate>(body).unwrap_err().to_string();
+            assert!(error.contains("expected a JSON object with any of"), "{body}: {error}");
+        }
+        let error = serde_json::from_str::<PolicyUpdate>(r#"{"metered": true, "metered": false}"#).unwrap_err();
+        assert!(error.to_string().contains("duplicate field `metered`"), "{error}");
+        let update = PolicyUpdate {
+            max_upload_kbps: Some(None),
+            metered: Some(true),
+            ..PolicyUpdate::default()
+        };
+        let json = serde_json::to_string(&update).unwrap();
+        assert_eq!(json, r#"{"max_upload_kbps":null,"metered":true}"#);
+        assert_eq!(serde_json::from_str::<PolicyUpdate>(&json).unwrap(), update);
     }
 }

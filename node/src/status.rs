@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::Shared;
+pub use crate::peer_manager::PenaltyView;
 use crate::store::Role;
 
 /// A node's status.
@@ -16,6 +17,11 @@ pub struct Status {
     pub peers: usize,
     /// The streams this node broadcasts or watches.
     pub streams: Vec<StreamStatus>,
+    /// The peers with the most penalty points (at most ten), worst first: each with its points now (a ban at 100,
+    /// halving every ten minutes), whether it is banned, its offences by kind (`bad_block`, `forged_entry`,
+    /// `malformed`, `lie`, `quota_overrun`, `withholding`, `unsolicited`), and when it first offended and was
+    /// banned (ms since the Unix epoch).
+    pub penalties: Vec<PenaltyView>,
 }
 
 /// One stream's status on this node.
@@ -135,5 +141,6 @@ pub(crate) fn status(shared: &Shared) -> Status {
             .collect(),
         peers: shared.metrics.peers.get().max(0) as usize,
         streams,
+        penalties: shared.penalties.read().expect("penalties lock").clone(),
     }
 }

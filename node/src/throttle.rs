@@ -5,6 +5,10 @@
 //! bucket is back at zero. So a piece larger than the burst (a whole 64 KiB block) still goes, at the right average
 //! rate, and callers are served in the order they asked. By any time `T` after a full bucket, at most
 //! `burst + rate × T` bytes have been let through.
+//!
+//! Neither takes its rate on trust: [`crate::Policy::validate`] keeps caps in a sensible range, but whatever rate it is
+//! given (0, negative, NaN, subnormal, infinite, 1e300) the limiter never panics. A wait that would be absurdly long
+//! (bytes at 1e-300 bytes per second) is cut to [`MAX_WAIT`]: long, but a time `Instant` arithmetic can hold.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,6 +21,12 @@ use tokio::sync::watch;
 /// wake-ups that come late on a busy machine (time a writer oversleeps earns tokens, up to the bucket, so the
 /// average holds) and is 0.03 % of a minute.
 const BURST_SECONDS: f64 = 0.02;
+
+/// Longest wait the limiter asks for: a year. A valid policy never comes near it (a 64 KiB block at the smallest cap,
+/// 1 kbit/s, takes under 9 minutes), and an `Instant` a year ahead is still representable, whereas the exact wait
+/// for an absurd rate (1e300 s) is not a `Duration` at all and would panic in `Duration::from_secs_f64` or in
+/// `Instant + Duration`. A writer held that long has, in effect, been told not to send.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A token bucket on debt, in bytes, with time passed in.
 #[derive(Clone, Debug)]
@@ -51,12 +61,14 @@ impl TokenBucket {
 
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + self.rate * elapsed).min(self.burst);
+        // Not `rate * elapsed` when no time passed: at an infinite rate that is NaN.
+        let earned = if elapsed > 0.0 { self.rate * elapsed } else { 0.0 };
+        self.tokens = (self.tokens + earned).min(self.burst);
         self.last = self.last.max(now);
     }
 
-    /// Takes `bytes` and says how long the caller must wait before sending them; `Duration::ZERO`: at once. `None`
-    /// when the rate is 0: nothing may be sent, and nothing was taken.
+    /// Takes `bytes` and says how long the caller must wait before sending them; `Duration::ZERO`: at once, at most
+    /// [`MAX_WAIT`]. `None` when the rate is 0: nothing may be sent, and nothing was taken.
     pub(crate) fn reserve(&mut self, now: Instant, bytes: usize) -> Option<Duration> {
         self.refill(now);
         if self.rate <= 0.0 {
@@ -66,7 +78,7 @@ impl TokenBucket {
         Some(if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            time_to_pay(-self.tokens, self.rate)
         })
     }
 
@@ -83,6 +95,17 @@ impl TokenBucket {
 /// Negative and NaN rates are 0; infinity stays (a bucket that never makes anyone wait).
 fn sanitize(rate: f64) -> f64 {
     if rate > 0.0 { rate } else { 0.0 }
+}
+
+/// How long paying `owed` bytes takes at `rate` (above 0) bytes per second, cut to [`MAX_WAIT`]. Nothing owed, or
+/// an infinite rate (where `owed / rate` may be NaN: infinite debt at an infinite rate), is no wait.
+fn time_to_pay(owed: f64, rate: f64) -> Duration {
+    let seconds = owed / rate;
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    // Too big for a `Duration` (an absurdly small rate): the longest wait.
+    Duration::try_from_secs_f64(seconds).map_or(MAX_WAIT, |wait| wait.min(MAX_WAIT))
 }
 
 struct State {
@@ -113,9 +136,11 @@ enum Turn {
 }
 
 impl UploadLimiter {
-    /// A limiter at `rate` bytes per second (`None`: unlimited).
+    /// A limiter at `rate` bytes per second (`None`: unlimited; negative or NaN: 0).
     pub(crate) fn new(rate: Option<f64>) -> Self {
         let now = tokio::time::Instant::now().into_std();
+        // The rate writers are rescheduled at is the bucket's, so a NaN rate parks them as the bucket does.
+        let rate = rate.map(sanitize);
         Self {
             state: Mutex::new(State {
                 rate,
@@ -131,9 +156,11 @@ impl UploadLimiter {
         self.state.lock().expect("upload limiter poisoned").rate
     }
 
-    /// Changes the rate (`None`: unlimited; `Some(0.0)`: nothing may be sent) and wakes the waiting writers.
+    /// Changes the rate (`None`: unlimited; `Some(0.0)`, negative or NaN: nothing may be sent) and wakes the
+    /// waiting writers.
     pub(crate) fn set_rate(&self, rate: Option<f64>) {
         let now = tokio::time::Instant::now().into_std();
+        let rate = rate.map(sanitize);
         let mut state = self.state.lock().expect("upload limiter poisoned");
         match (state.rate, rate) {
             // Coming back from unlimited: start full, as a new limiter would.
@@ -193,7 +220,7 @@ impl UploadLimiter {
 fn wait_for(now: tokio::time::Instant, owed: f64, rate: f64) -> Turn {
     if rate > 0.0 {
         Turn::Waiting {
-            at: now + Duration::from_secs_f64(owed / rate),
+            at: now + time_to_pay(owed, rate),
             rate,
         }
     } else {
@@ -204,6 +231,8 @@ fn wait_for(now: tokio::time::Instant, owed: f64, rate: f64) -> Turn {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -384,5 +413,168 @@ mod tests {
         assert!(!waiter.is_finished());
         limiter.set_rate(None);
         waiter.await.unwrap();
+    }
+
+    #[test]
+    fn absurd_rates_wait_long_but_finite_or_not_at_all() {
+        let start = Instant::now();
+        // `POST /api/policy {"max_upload_kbps": 1e-300}` before the policy refused it: this panicked.
+        for tiny in [crate::policy::kbps_to_bytes(1e-300), f64::MIN_POSITIVE, 5e-324] {
+            let mut bucket = TokenBucket::new(tiny, start);
+            assert_eq!(bucket.reserve(start, KIB16), Some(MAX_WAIT), "{tiny:e}");
+            assert_eq!(bucket.reserve(start + MAX_WAIT, usize::MAX), Some(MAX_WAIT), "{tiny:e}");
+        }
+        // Huge and infinite rates never make anyone wait, before or after a rate change.
+        for huge in [1e300, f64::MAX, f64::INFINITY] {
+            let mut bucket = TokenBucket::new(huge, start);
+            assert_eq!(bucket.reserve(start, usize::MAX), Some(Duration::ZERO), "{huge:e}");
+            assert_eq!(bucket.reserve(start, KIB16), Some(Duration::ZERO), "{huge:e}");
+        }
+        let mut bucket = TokenBucket::new(10_000.0, start);
+        bucket.reserve(start, 1_000_000).unwrap(); // 100 s of debt
+        bucket.set_rate(start, f64::INFINITY);
+        assert_eq!(bucket.reserve(start, KIB16), Some(Duration::ZERO));
+        assert_eq!(
+            bucket.reserve(start + Duration::from_secs(1), KIB16),
+            Some(Duration::ZERO)
+        );
+        bucket.set_rate(start, 1e-300);
+        assert_eq!(bucket.reserve(start, KIB16), Some(MAX_WAIT));
+        // Negative and NaN rates are 0: nothing may go.
+        for zero in [0.0, -0.0, -1.0, f64::NEG_INFINITY, f64::NAN] {
+            bucket.set_rate(start, zero);
+            assert_eq!(bucket.reserve(start, 1), None, "{zero}");
+            assert_eq!(TokenBucket::new(zero, start).reserve(start, 1), None, "{zero}");
+        }
+    }
+
+    #[test]
+    fn time_to_pay_is_exact_in_range_and_cut_outside() {
+        assert_eq!(time_to_pay(125_000.0, 125_000.0), Duration::from_secs(1));
+        assert_eq!(time_to_pay(0.0, 1.0), Duration::ZERO);
+        assert_eq!(time_to_pay(-5.0, 1.0), Duration::ZERO);
+        assert_eq!(time_to_pay(1.0, 1e-300), MAX_WAIT);
+        assert_eq!(time_to_pay(f64::INFINITY, 1.0), MAX_WAIT);
+        assert_eq!(time_to_pay(f64::INFINITY, f64::INFINITY), Duration::ZERO);
+        assert_eq!(time_to_pay(f64::NAN, 1.0), Duration::ZERO);
+        // The longest wait is not reached by a valid policy: a 64 KiB block at 1 kbit/s, a quarter in background.
+        let slowest = 125.0 * streamrp2p_protocols::treemesh::BACKGROUND_SHARE;
+        assert!(time_to_pay(65_536.0, slowest) < Duration::from_secs(3600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_writer_survives_an_absurd_rate() {
+        let limiter = Arc::new(UploadLimiter::new(Some(1e300)));
+        limiter.acquire(usize::MAX).await;
+        limiter.set_rate(Some(10_000.0));
+        limiter.acquire(KIB16).await; // empties the bucket
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire(100_000).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Rescheduled at 1e-300 bytes per second: held for the longest wait, not a panic.
+        limiter.set_rate(Some(1e-300));
+        tokio::time::sleep(Duration::from_secs(30 * 24 * 3600)).await;
+        assert!(!waiter.is_finished());
+        limiter.set_rate(Some(f64::NAN));
+        assert_eq!(limiter.rate(), Some(0.0), "NaN is 0, as the bucket takes it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        limiter.set_rate(Some(f64::INFINITY));
+        waiter.await.unwrap();
+    }
+
+    /// What a property test does to a bucket or a limiter.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Reserve(usize),
+        SetRate(Option<f64>),
+        Wait(Duration),
+    }
+
+    /// Rates from the absurd to the ordinary: every class of `f64` (NaN, infinities, subnormals, zeros), the values
+    /// that broke the limiter, and plausible ones.
+    fn rates() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(1e-300),
+            Just(crate::policy::kbps_to_bytes(1e-300)),
+            Just(1e300),
+            Just(f64::MAX),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-1.0),
+            Just(0.0),
+            proptest::num::f64::ANY,
+            1.0..1e9f64,
+        ]
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            prop_oneof![any::<usize>(), 0..200_000usize].prop_map(Op::Reserve),
+            proptest::option::of(rates()).prop_map(Op::SetRate),
+            (0..3_600_000u64).prop_map(|ms| Op::Wait(Duration::from_millis(ms))),
+        ];
+        proptest::collection::vec(op, 0..24)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_bucket_never_panics_and_waits_at_most_the_longest_wait(initial in rates(), ops in ops()) {
+            let mut now = Instant::now();
+            let mut bucket = TokenBucket::new(initial, now);
+            for op in ops {
+                match op {
+                    Op::Reserve(bytes) => {
+                        if let Some(wait) = bucket.reserve(now, bytes) {
+                            prop_assert!(wait <= MAX_WAIT, "{wait:?}");
+                            now += wait;
+                        } else {
+                            prop_assert_eq!(bucket.rate, 0.0, "refused at a rate above 0");
+                        }
+                    }
+                    Op::SetRate(rate) => bucket.set_rate(now, rate.unwrap_or(0.0)),
+                    Op::Wait(wait) => now += wait,
+                }
+            }
+        }
+
+        #[test]
+        fn a_limiter_never_panics_whatever_its_rates(initial in proptest::option::of(rates()), ops in ops()) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("a test runtime");
+            let writers = runtime.block_on(async move {
+                let limiter = Arc::new(UploadLimiter::new(initial));
+                let mut writers = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Reserve(bytes) => writers.push(tokio::spawn({
+                            let limiter = limiter.clone();
+                            async move { limiter.acquire(bytes).await }
+                        })),
+                        Op::SetRate(rate) => limiter.set_rate(rate),
+                        Op::Wait(wait) => tokio::time::sleep(wait).await,
+                    }
+                }
+                // Unlimited lets every writer still waiting go; each must end without a panic.
+                limiter.set_rate(None);
+                let mut outcomes = Vec::new();
+                for writer in writers {
+                    outcomes.push(writer.await.map_err(|e| e.to_string()));
+                }
+                outcomes
+            });
+            for outcome in writers {
+                prop_assert!(outcome.is_ok(), "{outcome:?}");
+            }
+        }
     }
 }

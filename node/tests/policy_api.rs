@@ -191,3 +191,131 @@ async fn a_node_refuses_to_start_with_an_invalid_policy() {
         "the message names what was wrong: {error}"
     );
 }
+
+/// `{"max_upload_kbps": 1e-300}` was once accepted (finite, above 0) and then panicked every upload writer on a
+/// `Duration` overflow in the upload limiter. Absurd caps and ratios are refused with the range they must be in, and
+/// the gateway goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_caps_and_ratios_are_refused_with_the_range() {
+    let (node, base) = node(Policy::default()).await;
+    let client = reqwest::Client::new();
+    for (body, expected) in [
+        (
+            r#"{"max_upload_kbps": 1e-300}"#,
+            "max_upload_kbps must be between 1 and 1000000000 kbit/s, not 1e-300;",
+        ),
+        (r#"{"max_upload_kbps": 1e300}"#, "not 1e300;"),
+        (r#"{"max_upload_kbps": 5e-324}"#, "between 1 and 1000000000 kbit/s"),
+        (r#"{"max_upload_kbps": 0.5}"#, "between 1 and 1000000000 kbit/s"),
+        (r#"{"max_ratio": 1e-300}"#, "max_ratio must be between 0.01 and 1000000"),
+        (r#"{"max_ratio": 1e7}"#, "max_ratio must be between 0.01 and 1000000"),
+    ] {
+        let (status, got) = post(&client, &base, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {got}");
+        let message = got["error"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{body}: {got}");
+    }
+    assert_eq!(node.policy(), Policy::default());
+
+    // Still answering, and the limits themselves are accepted.
+    let got = client.get(format!("{base}/api/policy")).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&got.text().await.unwrap()).unwrap(),
+        serde_json::to_value(Policy::default()).unwrap()
+    );
+    let (status, got) = post(&client, &base, r#"{"max_upload_kbps": 1, "max_ratio": 0.01}"#).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let (status, got) = post(&client, &base, r#"{"max_upload_kbps": 1e9, "max_ratio": 1e6}"#).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+}
+
+/// Posts raw bytes, with a content type or none.
+async fn post_raw(
+    client: &reqwest::Client,
+    base: &str,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = client
+        .post(format!("{base}/api/policy"))
+        .body(body)
+        .timeout(Duration::from_secs(10));
+    if let Some(content_type) = content_type {
+        request = request.header(CONTENT_TYPE, content_type);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// Whatever the body of `POST /api/policy` — wrong types, numbers out of range, deep nesting, bytes that are not
+/// UTF-8, nothing at all, no content type — the answer is a 4xx with a JSON `{"error": "..."}`, never a panic or a
+/// 500, and the policy in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_bad_policy_body_gets_a_4xx_with_a_json_reason() {
+    let (node, base) = node(Policy::phone()).await;
+    let client = reqwest::Client::new();
+    let json = Some("application/json");
+    let nested = |depth: usize, open: &str, close: &str| format!("{}1{}", open.repeat(depth), close.repeat(depth));
+    let mut bodies: Vec<(Vec<u8>, Option<&str>)> = [
+        r#"{"max_upload_kbps": "fast"}"#,
+        r#"{"max_upload_kbps": true}"#,
+        r#"{"max_ratio": [1]}"#,
+        r#"{"max_ratio": {"value": 1}}"#,
+        r#"{"metered": 1}"#,
+        r#"{"metered": true, "metered": false}"#,
+        r#"{"metered": true} trailing"#,
+        "[]",
+        "[null, false]",
+        r#""max_upload_kbps""#,
+        "42",
+        "null",
+        "true",
+        r#"{"max_upload_kbps": 1e400}"#,
+        r#"{"max_upload_kbps": -1e400}"#,
+        r#"{"max_upload_kbps": 1e-400}"#,
+        r#"{"max_ratio": -0}"#,
+        r#"{"max_upload_kbps": 18446744073709551616}"#,
+        "",
+        "   \n",
+        "{",
+        "\u{feff}{}",
+    ]
+    .into_iter()
+    .map(|body| (body.as_bytes().to_vec(), json))
+    .collect();
+    bodies.push((
+        format!(r#"{{"max_upload_kbps": 1{}}}"#, "0".repeat(400)).into_bytes(),
+        json,
+    ));
+    bodies.push((
+        format!(r#"{{"max_ratio": {}}}"#, nested(100_000, "[", "]")).into_bytes(),
+        json,
+    ));
+    bodies.push((nested(100_000, "[", "]").into_bytes(), json));
+    bodies.push((nested(100_000, r#"{"max_ratio":"#, "}").into_bytes(), json));
+    bodies.push((b"{\"metered\": \"\xff\xfe\"}".to_vec(), json));
+    bodies.push((vec![0xff, 0xfe, 0x00, 0x7b], json));
+    bodies.push((
+        format!(r#"{{"metered": true{}}}"#, " ".repeat(3 << 20)).into_bytes(),
+        json,
+    ));
+    bodies.push((br#"{"metered": false}"#.to_vec(), None));
+    bodies.push((br#"{"metered": false}"#.to_vec(), Some("text/plain")));
+    for (body, content_type) in bodies {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let (status, text) = post_raw(&client, &base, body, content_type).await;
+        assert!(
+            status.is_client_error(),
+            "{shown:?} ({content_type:?}): {status} {text}"
+        );
+        let got: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown:?}: not JSON ({e}): {text}"));
+        assert!(
+            got["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{shown:?}: no error message in {got}"
+        );
+        assert_eq!(node.policy(), Policy::phone(), "{shown:?} changed the policy");
+    }
+    let status = client.get(format!("{base}/api/policy")).send().await.unwrap().status();
+    assert_eq!(status, StatusCode::OK);
+}

@@ -54,6 +54,8 @@ pub enum ChunkResponse {
     Block(Bytes),
     /// The responder does not hold what was asked for.
     DontHave,
+    /// The requester is over its quota here (see [`crate::quota::limits`]): ask later, or elsewhere.
+    Busy,
     /// A stream's manifest, verified.
     Manifest(ManifestResponse),
 }
@@ -104,6 +106,7 @@ impl ChunkResponse {
         let kind = match self {
             Self::Block(data) => chunk_response::Kind::Block(data.clone()),
             Self::DontHave => chunk_response::Kind::DontHave(proto::DontHave {}),
+            Self::Busy => chunk_response::Kind::Busy(proto::Busy {}),
             Self::Manifest(m) => chunk_response::Kind::Manifest(proto::ManifestResponse {
                 info: Some(m.info.to_proto()),
                 entries: m.entries.iter().map(SignedManifestEntry::to_proto).collect(),
@@ -122,6 +125,7 @@ impl ChunkResponse {
                 Ok(Self::Block(data))
             }
             Some(chunk_response::Kind::DontHave(_)) => Ok(Self::DontHave),
+            Some(chunk_response::Kind::Busy(_)) => Ok(Self::Busy),
             Some(chunk_response::Kind::Manifest(m)) => {
                 check_count("entries", m.entries.len(), MAX_ENTRIES)?;
                 check_count("have", m.have.len(), MAX_HAVE)?;

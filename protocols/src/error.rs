@@ -77,6 +77,17 @@ pub enum WireError {
     },
 }
 
+impl WireError {
+    /// What sending these bytes says of the sender: an entry or stream info that does not verify is forged; anything
+    /// else is malformed.
+    pub fn offence(&self) -> crate::score::Offence {
+        match self {
+            WireError::StreamInfo(_) | WireError::Manifest(_) => crate::score::Offence::ForgedEntry,
+            _ => crate::score::Offence::Malformed,
+        }
+    }
+}
+
 /// Fails with [`WireError::TooLarge`] when `size` exceeds `max`.
 pub(crate) fn check_size(size: usize, max: usize) -> Result<(), WireError> {
     if size > max {

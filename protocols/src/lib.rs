@@ -15,6 +15,8 @@
 //! - [`treemesh`]: the stream's hybrid tree-mesh and block scheduler, which the node and the simulator both run.
 //!   Its messages and blocks travel over the request-response protocol `/streamrp2p/treemesh/1.0.0`
 //!   ([`treemesh::wire`]).
+//! - [`score`] and [`quota`]: what keeps a node's work per peer bounded and its peers accountable — one score per
+//!   peer for every kind of misbehaviour, with decay and bans, and rate limits (GCRA) for quotas and uploads.
 //!
 //! Every decoder here takes untrusted bytes, enforces a documented maximum size and returns a typed error instead
 //! of panicking; the property tests in `tests/` feed them arbitrary bytes.
@@ -26,6 +28,8 @@ mod error;
 pub mod manifest;
 pub mod playback;
 pub mod proto;
+pub mod quota;
+pub mod score;
 pub mod segment;
 pub mod stream;
 pub mod treemesh;

@@ -49,6 +49,7 @@ fn valid_frames(info: &SignedStreamInfo) -> Vec<Frame> {
         stable: true,
         max_depth: 6,
         orphan: true,
+        nonce: 0x5eed,
     };
     let segment = SegmentInfo {
         seq: 12,
@@ -107,6 +108,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
         .encode(),
         ChunkResponse::Block(seg.blocks[2].1.clone()).encode(),
         ChunkResponse::DontHave.encode(),
+        ChunkResponse::Busy.encode(),
         ChunkResponse::Manifest(ManifestResponse {
             info: info.clone(),
             entries: vec![entry.clone()],

@@ -106,6 +106,9 @@ impl Net {
                     Output::FetchOrigin { segment, block } => self.origin_fetches.push((from, segment, block)),
                     Output::CancelOrigin { segment, block } => self.origin_cancels.push((from, segment.seq, block)),
                     Output::FindPeers | Output::SegmentComplete(_) => {}
+                    Output::Misbehaved { peer, offence } => {
+                        panic!("{from} says honest peer {peer} misbehaved: {offence:?}")
+                    }
                 }
             }
         }
@@ -215,7 +218,20 @@ fn attach_request(slots: u32) -> Message<u32> {
         stable: false,
         max_depth: u8::MAX,
         orphan: false,
+        nonce: 0,
     })
+}
+
+/// The nonce of the last attach request `who` sent: an answer must echo it.
+fn last_nonce(net: &Net, who: u32) -> u64 {
+    net.sent
+        .iter()
+        .rev()
+        .find_map(|(f, _, m)| match m {
+            Message::Attach(r) if *f == who => Some(r.nonce),
+            _ => None,
+        })
+        .expect("an attach request was sent")
 }
 
 /// Who accepted `joiner` as a child, by the messages sent.
@@ -426,7 +442,8 @@ fn a_block_the_origin_is_slow_to_send_is_asked_of_a_peer_that_holds_it() {
     // No peer known: the first segment goes to the origin, which never answers.
     net.advance(1.0);
     assert_eq!(net.origin_fetches.iter().filter(|f| f.1.seq == 4).count(), 10);
-    // A peer that holds segment 4 turns up (its probe answer).
+    // A peer that holds segment 4 turns up (discovery finds it, and it answers the probe).
+    net.input(1, Input::Candidates(vec![(2, true)]));
     let reply = Message::ProbeReply {
         advert: advert_below(ROOT, false, 0, Some(4)),
         peers: Vec::new(),
@@ -549,7 +566,15 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
     net.receive(9, 70, reply(2));
     net.advance(0.3);
     net.receive(9, 60, reply(1));
-    net.receive(9, 60, Message::Accepted { advert: advert(0) });
+    let nonce = last_nonce(&net, 9);
+    net.receive(
+        9,
+        60,
+        Message::Accepted {
+            advert: advert(0),
+            nonce,
+        },
+    );
     assert_eq!((net.m(9).parent(), net.m(9).depth()), (Some(60), Some(2)));
 
     // In time it asks 70, as near the root and nearer to it, for a place no deeper than its own...
@@ -575,7 +600,15 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
         "the old parent stays until the new one accepts"
     );
     // ...and lets 60 go once 70 has taken it.
-    net.receive(9, 70, Message::Accepted { advert: advert(1) });
+    let nonce = last_nonce(&net, 9);
+    net.receive(
+        9,
+        70,
+        Message::Accepted {
+            advert: advert(1),
+            nonce,
+        },
+    );
     assert_eq!((net.m(9).parent(), net.m(9).depth()), (Some(70), Some(2)));
     assert!(
         net.sent

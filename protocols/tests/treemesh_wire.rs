@@ -12,7 +12,7 @@ use streamrp2p_protocols::segment::{BLOCK_SIZE, MAX_SEGMENT_SIZE};
 use streamrp2p_protocols::stream::StreamId;
 use streamrp2p_protocols::treemesh::wire::{Frame, MAX_EXCHANGED_PEERS, MAX_FRAME_SIZE, PROTOCOL_NAME};
 use streamrp2p_protocols::treemesh::{
-    Advert, AttachRequest, MAX_BLOCKS, MAX_DEPTH, MAX_FREE_ADVERTISED, Message, Refusal, SegmentInfo,
+    Advert, AttachRequest, MAX_BLOCKS, MAX_CHILD_SLOTS, MAX_DEPTH, MAX_FREE_ADVERTISED, Message, Refusal, SegmentInfo,
 };
 
 const SHA256: u64 = 0x12;
@@ -55,7 +55,7 @@ fn advert() -> impl Strategy<Value = Box<Advert<PeerId>>> {
     (
         proptest::collection::vec(peer(), 0..=MAX_DEPTH),
         any::<(bool, bool, bool, bool)>(),
-        any::<(u32, u32)>(),
+        (0..=MAX_CHILD_SLOTS, 0..=MAX_CHILD_SLOTS),
         any::<(Option<u64>, Option<u64>)>(),
         (room(), room(), room(), room()),
         (0..=MAX_FREE_ADVERTISED, 0..=MAX_FREE_ADVERTISED),
@@ -91,8 +91,8 @@ fn advert() -> impl Strategy<Value = Box<Advert<PeerId>>> {
 }
 
 fn attach() -> impl Strategy<Value = AttachRequest> {
-    (any::<(u64, u128, bool, u32, bool, u8, bool)>()).prop_map(
-        |(from_seq, held, reachable, slots, stable, max_depth, orphan)| AttachRequest {
+    (any::<(u64, u128, bool, bool, u8, bool, u64)>(), 0..=MAX_CHILD_SLOTS).prop_map(
+        |((from_seq, held, reachable, stable, max_depth, orphan, nonce), slots)| AttachRequest {
             from_seq,
             held,
             reachable,
@@ -100,6 +100,7 @@ fn attach() -> impl Strategy<Value = AttachRequest> {
             stable,
             max_depth,
             orphan,
+            nonce,
         },
     )
 }
@@ -132,8 +133,8 @@ fn message() -> impl Strategy<Value = Message<PeerId>> {
             .prop_map(|(advert, peers)| Message::ProbeReply { advert, peers }),
         attach().prop_map(Message::Attach),
         (peer(), attach(), any::<u8>()).prop_map(|(joiner, request, hops)| Message::Place { joiner, request, hops }),
-        advert().prop_map(|advert| Message::Accepted { advert }),
-        refusal().prop_map(|reason| Message::Rejected { reason }),
+        (advert(), any::<u64>()).prop_map(|(advert, nonce)| Message::Accepted { advert, nonce }),
+        (refusal(), any::<u64>()).prop_map(|(reason, nonce)| Message::Rejected { reason, nonce }),
         Just(Message::Detach),
         Just(Message::Recruit),
         peer().prop_map(|try_instead| Message::Displaced { try_instead }),
@@ -141,6 +142,7 @@ fn message() -> impl Strategy<Value = Message<PeerId>> {
         advert().prop_map(|advert| Message::MeshJoin { advert }),
         (any::<bool>(), advert()).prop_map(|(accepted, advert)| Message::MeshReply { accepted, advert }),
         Just(Message::MeshLeave),
+        peer().prop_map(|parent| Message::Withheld { parent }),
         (segment_info(), any::<u128>()).prop_map(|(segment, blocks)| Message::Have { segment, blocks }),
         (any::<u64>(), any::<u128>()).prop_map(|(seq, blocks)| Message::Skip { seq, blocks }),
         segment_and_block().prop_map(|(segment, block)| Message::Want { segment, block }),
@@ -217,8 +219,8 @@ fn the_largest_block_frame_fits_and_so_does_the_largest_control_frame() {
         rooted: true,
         backbone: true,
         forwards: true,
-        spare_slots: u32::MAX,
-        leaf_children: u32::MAX,
+        spare_slots: MAX_CHILD_SLOTS,
+        leaf_children: MAX_CHILD_SLOTS,
         reachable: true,
         newest: Some(u64::MAX),
         oldest: Some(u64::MAX),
@@ -331,6 +333,7 @@ fn raw_attach() -> pc::AttachRequest {
         stable: false,
         max_depth: 32,
         orphan: false,
+        nonce: 7,
     }
 }
 
@@ -379,7 +382,10 @@ fn paths_longer_than_max_depth_are_refused() {
     advert.path.push(PeerId::random());
     for message in [
         Message::Update { advert: advert.clone() },
-        Message::Accepted { advert: advert.clone() },
+        Message::Accepted {
+            advert: advert.clone(),
+            nonce: 1,
+        },
         Message::MeshJoin { advert: advert.clone() },
         Message::MeshReply {
             accepted: true,
@@ -637,7 +643,7 @@ fn free_counts_above_max_free_advertised_are_refused() {
     let mut a = advert;
     a.any_free += 1;
     out_of_range(
-        Frame::decode(&control(Message::Accepted { advert: a })),
+        Frame::decode(&control(Message::Accepted { advert: a, nonce: 2 })),
         "any_free",
         max + 1,
         max,
@@ -651,7 +657,10 @@ fn free_counts_above_max_free_advertised_are_refused() {
 #[test]
 fn unknown_refusals_are_refused() {
     for value in [0, 5, -1, i32::MAX] {
-        let rejected = raw_control(Some(pc::Kind::Rejected(pc::Rejected { reason: value })));
+        let rejected = raw_control(Some(pc::Kind::Rejected(pc::Rejected {
+            reason: value,
+            nonce: 0,
+        })));
         let refused = raw_control(Some(pc::Kind::Refused(pc::Refused {
             seq: 1,
             block: 0,

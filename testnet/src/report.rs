@@ -45,6 +45,42 @@ pub struct Report {
     pub peak_rss_mb: Option<f64>,
     /// Events processed.
     pub events: u64,
+    /// What the adversaries did and what it cost them, when the scenario has any. The figures above are then the
+    /// honest viewers' only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversaries: Option<AdversaryFigures>,
+}
+
+/// What a run's adversaries did, and how the honest nodes answered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdversaryFigures {
+    /// Adversaries that took part.
+    pub adversaries: u32,
+    /// Pairs (honest node, adversary) where the adversary lied to the node.
+    pub lied_to: u64,
+    /// Of those, the pairs where the node banned the adversary.
+    pub banned: u64,
+    /// Adversaries banned by at least one honest node.
+    pub adversaries_banned: u32,
+    /// From an adversary's first lie to a node to that node's ban of it: median, 95th percentile and worst.
+    pub ban_delay_p50_s: Option<f64>,
+    /// See `ban_delay_p50_s`.
+    pub ban_delay_p95_s: Option<f64>,
+    /// See `ban_delay_p50_s`.
+    pub ban_delay_max_s: Option<f64>,
+    /// Payload bytes an honest node sent to one peer that did not ask for it (attach or pull), at most over all
+    /// pairs; and in all.
+    pub unsolicited_max_bytes: u64,
+    /// See `unsolicited_max_bytes`.
+    pub unsolicited_total_bytes: u64,
+    /// Connections refused by the per-address limit.
+    pub connections_refused: u64,
+    /// Penalties honest nodes gave adversaries, by offence.
+    pub penalties: std::collections::BTreeMap<String, u64>,
+    /// Penalties honest nodes gave honest peers, by offence: false accusations (or honest slips).
+    pub honest_penalised: std::collections::BTreeMap<String, u64>,
+    /// Honest nodes banned by other honest nodes.
+    pub honest_banned: u64,
 }
 
 impl Report {
@@ -61,8 +97,27 @@ impl Report {
     /// A few lines for people.
     pub fn summary(&self) -> String {
         let f = |v: Option<f64>, digits: usize| v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"));
+        let adversaries = self.adversaries.as_ref().map_or(String::new(), |a| {
+            format!(
+                "\n  adversaries {}: lied to {} nodes, banned by {} ({} banned), ban delay p50/p95/max {} / {} / {} s\n  \
+                 unsolicited payload max {} B per pair ({} B in all), connections refused {}, honest peers penalised \
+                 {:?}, banned {}",
+                a.adversaries,
+                a.lied_to,
+                a.banned,
+                a.adversaries_banned,
+                f(a.ban_delay_p50_s, 2),
+                f(a.ban_delay_p95_s, 2),
+                f(a.ban_delay_max_s, 2),
+                a.unsolicited_max_bytes,
+                a.unsolicited_total_bytes,
+                a.connections_refused,
+                a.honest_penalised,
+                a.honest_banned,
+            )
+        });
         format!(
-            "{} ({}, {} viewers)\n  offload {}  availability {}  rebuffer {}\n  ttfb p50/p95 {} / {} s  lag p50/p95/p99 {} / {} / {} s\n  duplicates {}  control overhead {}  origin peak {} Mbit/s  upload fairness {}  supply {}\n  {} events in {:.1} s, peak memory {} MiB",
+            "{} ({}, {} viewers)\n  offload {}  availability {}  rebuffer {}\n  ttfb p50/p95 {} / {} s  lag p50/p95/p99 {} / {} / {} s\n  duplicates {}  control overhead {}  origin peak {} Mbit/s  upload fairness {}  supply {}\n  {} events in {:.1} s, peak memory {} MiB{adversaries}",
             self.name,
             self.protocol,
             self.viewers,

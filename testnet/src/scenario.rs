@@ -18,6 +18,9 @@
 //! [[upload]]                    # upload classes: share of viewers, multiple of the bitrate
 //! share = 0.2
 //! x = 0.5
+//! [adversaries]                 # optional: viewers that lie (see `Adversaries`)
+//! share = 0.1
+//! behaviours = ["withhold"]
 //! ```
 
 use std::path::Path;
@@ -96,6 +99,87 @@ pub struct Scenario {
     /// Block size in KiB (default: the protocol's [`streamrp2p_protocols::segment::BLOCK_SIZE`], 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_kib: Option<u32>,
+    /// Viewers that lie, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversaries: Option<Adversaries>,
+}
+
+/// What an adversary does once it starts lying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// HAVEs for segments no signed entry names, far and near past the live edge.
+    ForgedHave,
+    /// WANTs for segments that cannot exist yet.
+    ForgedWant,
+    /// `Place` messages from a peer that is not the receiver's parent, naming a third party to feed.
+    ForgedPlace,
+    /// Advertises a high upload capacity, takes children, and after a while forwards nothing.
+    Withhold,
+    /// Pushes blocks whose bytes do not match their CIDs.
+    BadBlocks,
+    /// Valid requests as fast as it can: pulls of held blocks, probes.
+    RequestFlood,
+    /// Opens connections from many identities behind one address.
+    ConnectionFlood,
+}
+
+impl Behaviour {
+    /// Every behaviour.
+    pub const ALL: [Behaviour; 7] = [
+        Behaviour::ForgedHave,
+        Behaviour::ForgedWant,
+        Behaviour::ForgedPlace,
+        Behaviour::Withhold,
+        Behaviour::BadBlocks,
+        Behaviour::RequestFlood,
+        Behaviour::ConnectionFlood,
+    ];
+
+    /// The name scenarios use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::ForgedHave => "forged-have",
+            Behaviour::ForgedWant => "forged-want",
+            Behaviour::ForgedPlace => "forged-place",
+            Behaviour::Withhold => "withhold",
+            Behaviour::BadBlocks => "bad-blocks",
+            Behaviour::RequestFlood => "request-flood",
+            Behaviour::ConnectionFlood => "connection-flood",
+        }
+    }
+}
+
+/// Adversaries among the viewers: each viewer that joins is one with probability `share`, the k-th of them takes
+/// the k-th of `behaviours` (round robin), behaves like an honest peer for `after_s` seconds, and then lies.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adversaries {
+    /// Share of viewers that are adversaries.
+    pub share: f64,
+    /// What they do.
+    pub behaviours: Vec<Behaviour>,
+    /// Seconds after joining that an adversary starts (a withholder has taken children by then).
+    #[serde(default = "default_after_s")]
+    pub after_s: f64,
+    /// Lies a second of a flooding adversary (forged messages, requests, connections, bad blocks).
+    #[serde(default = "default_rate_per_s")]
+    pub rate_per_s: f64,
+    /// The upload a withholder advertises, as a multiple of the bitrate: what attracts children.
+    #[serde(default = "default_claimed_upload_x")]
+    pub claimed_upload_x: f64,
+}
+
+fn default_after_s() -> f64 {
+    20.0
+}
+
+fn default_rate_per_s() -> f64 {
+    20.0
+}
+
+fn default_claimed_upload_x() -> f64 {
+    6.0
 }
 
 /// Why a scenario is refused.
@@ -193,6 +277,35 @@ impl Scenario {
                 self.segment_bytes(),
                 streamrp2p_protocols::treemesh::MAX_BLOCKS
             ));
+        }
+        if let Some(a) = &self.adversaries {
+            if !(0.0..1.0).contains(&a.share) {
+                return invalid(format!("`adversaries.share` must be in [0, 1), got {}", a.share));
+            }
+            if a.behaviours.is_empty() {
+                return invalid(format!(
+                    "`adversaries.behaviours` needs at least one of {}",
+                    Behaviour::ALL.map(Behaviour::name).join(", ")
+                ));
+            }
+            if !(a.after_s >= 0.0 && a.after_s.is_finite()) {
+                return invalid(format!(
+                    "`adversaries.after_s` must be a number of seconds, got {}",
+                    a.after_s
+                ));
+            }
+            if !(a.rate_per_s > 0.0 && a.rate_per_s <= 10_000.0) {
+                return invalid(format!(
+                    "`adversaries.rate_per_s` must be in (0, 10000], got {}",
+                    a.rate_per_s
+                ));
+            }
+            if !(a.claimed_upload_x >= 0.0 && a.claimed_upload_x.is_finite()) {
+                return invalid(format!(
+                    "`adversaries.claimed_upload_x` must be a multiple of the bitrate, got {}",
+                    a.claimed_upload_x
+                ));
+            }
         }
         let shares: f64 = self.upload.iter().map(|c| c.share).sum();
         if (shares - 1.0).abs() > 1e-6 {

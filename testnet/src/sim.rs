@@ -19,8 +19,8 @@ use streamrp2p_protocols::treemesh::SegmentInfo;
 
 use crate::network::{Completion, Finished, Network, NodeId};
 use crate::queue::EventQueue;
-use crate::report::{Report, peak_rss_mb};
-use crate::scenario::Scenario;
+use crate::report::{AdversaryFigures, Report, peak_rss_mb};
+use crate::scenario::{Behaviour, Scenario};
 use crate::stats::{jain_index, quantile};
 
 /// Segments the stream has when viewers start arriving: a player starts one segment behind the live edge.
@@ -37,6 +37,8 @@ pub enum Source {
     Broadcaster,
     /// The HTTP origin.
     Origin,
+    /// An adversary's bytes that fail verification: payload to no one's count.
+    Junk,
 }
 
 /// A viewer, present or gone.
@@ -62,6 +64,8 @@ pub struct Viewer {
     pub uploaded: f64,
     /// The earliest its player starts, when its protocol has a startup rule.
     pub play_from: Option<f64>,
+    /// What it does, if it is an adversary (the scenario's `[adversaries]`): left out of the honest viewers' figures.
+    pub adversary: Option<Behaviour>,
 }
 
 impl Viewer {
@@ -157,6 +161,8 @@ pub struct Core {
     cancelled_requests: rustc_hash::FxHashSet<u64>,
     events: u64,
     origin_per_second: Vec<f64>,
+    /// Adversaries so far (the next takes the next behaviour).
+    adversaries: usize,
 }
 
 impl Core {
@@ -353,6 +359,10 @@ pub trait Strategy {
     /// is the very next one, whose state was hinted at one event before (what that state points to can be read
     /// now without waiting).
     fn prefetch(&self, _core: &Core, _next: Next, _deep: bool) {}
+    /// What the scenario's adversaries did (`None` when it has none, or the strategy runs none).
+    fn adversary_figures(&self, _core: &Core) -> Option<AdversaryFigures> {
+        None
+    }
 }
 
 /// A simulation run of one scenario with one strategy.
@@ -386,6 +396,7 @@ impl<S: Strategy> Simulation<S> {
             cancelled_requests: rustc_hash::FxHashSet::default(),
             events: 0,
             origin_per_second: Vec::new(),
+            adversaries: 0,
             scenario,
         };
         let segments = (core.scenario.duration_s / core.scenario.segment_s).floor() as u64;
@@ -509,8 +520,22 @@ impl<S: Strategy> Simulation<S> {
             }
             Event::Join => {
                 let u: f64 = core.rng.random();
-                let upload_x = core.scenario.upload_x_at(u);
+                let mut upload_x = core.scenario.upload_x_at(u);
                 let nat = core.rng.random::<f64>() < core.scenario.nat_fraction;
+                // Drawn only when the scenario has adversaries, so that a scenario without them draws as before. The
+                // k-th adversary takes the k-th behaviour; a withholder has the uplink it advertises (it forwards
+                // until it stops).
+                let adversary = match &core.scenario.adversaries {
+                    Some(a) if core.rng.random::<f64>() < a.share => {
+                        let behaviour = a.behaviours[core.adversaries % a.behaviours.len()];
+                        core.adversaries += 1;
+                        if behaviour == Behaviour::Withhold {
+                            upload_x = upload_x.max(a.claimed_upload_x);
+                        }
+                        Some(behaviour)
+                    }
+                    _ => None,
+                };
                 let bitrate = core.scenario.bitrate_bytes();
                 let node = core
                     .net
@@ -535,6 +560,7 @@ impl<S: Strategy> Simulation<S> {
                     nat,
                     uploaded: 0.0,
                     play_from: None,
+                    adversary,
                 });
                 let rate = core.scenario.churn_per_min / 60.0;
                 if rate > 0.0 {
@@ -591,7 +617,11 @@ impl<S: Strategy> Simulation<S> {
                 let all = core.all_blocks();
                 let v = &mut core.viewers[viewer];
                 // Blocks of segments before the viewer's first are not part of its playback, but still payload.
-                let held = match v.first_seq.and_then(|first| seq.checked_sub(first)) {
+                let held = match v
+                    .first_seq
+                    .and_then(|first| seq.checked_sub(first))
+                    .filter(|_| source != Source::Junk)
+                {
                     Some(k) => {
                         let k = k as usize;
                         if v.ready.len() <= k {
@@ -607,12 +637,16 @@ impl<S: Strategy> Simulation<S> {
                     }
                     None => 0,
                 };
-                let fresh = core.blocks_bytes(blocks & !held) as f64;
-                core.bytes.duplicate += core.blocks_bytes(blocks & held) as f64;
-                match source {
-                    Source::Peer => core.bytes.from_peers += fresh,
-                    Source::Broadcaster => core.bytes.from_broadcaster += fresh,
-                    Source::Origin => core.bytes.from_origin += fresh,
+                // What adversaries receive is not part of the honest viewers' figures; junk is nobody's payload.
+                if v.adversary.is_none() && source != Source::Junk {
+                    let fresh = core.blocks_bytes(blocks & !held) as f64;
+                    core.bytes.duplicate += core.blocks_bytes(blocks & held) as f64;
+                    match source {
+                        Source::Peer => core.bytes.from_peers += fresh,
+                        Source::Broadcaster => core.bytes.from_broadcaster += fresh,
+                        Source::Origin => core.bytes.from_origin += fresh,
+                        Source::Junk => {}
+                    }
                 }
                 let fresh = blocks & !held;
                 self.strategy.on_delivered(core, viewer, from, seq, fresh, tag);
@@ -638,7 +672,9 @@ impl<S: Strategy> Simulation<S> {
         let (mut stalled, mut watched, mut on_time, mut late) = (0.0, 0.0, 0u64, 0u64);
         let mut late_at: Vec<u64> = Vec::new();
         let mut upload_use = Vec::new();
-        for v in &core.viewers {
+        // The figures are the honest viewers': an adversary's playback is nobody's concern.
+        let mut late_viewers: Vec<(usize, f64)> = Vec::new();
+        for (vi, v) in core.viewers.iter().enumerate().filter(|(_, v)| v.adversary.is_none()) {
             let until = v.left.unwrap_or(end);
             // Playback runs one segment behind the live edge, so it cannot start before the segment after the
             // first exists: a viewer that arrived before the stream had two segments waits for the stream, and
@@ -647,6 +683,9 @@ impl<S: Strategy> Simulation<S> {
             let join = next_made.map_or(v.joined, |made| v.joined.max(*made));
             let p = playback::evaluate_with(join, v.play_from.unwrap_or(join), until, s.segment_s, &v.ready, |due| {
                 if self.debug {
+                    if late_viewers.len() < 40 && due > 30.0 {
+                        late_viewers.push((vi, due));
+                    }
                     let bucket = (due / LATE_BUCKET_S) as usize;
                     if late_at.len() <= bucket {
                         late_at.resize(bucket + 1, 0);
@@ -687,6 +726,7 @@ impl<S: Strategy> Simulation<S> {
                 "late segments by deadline ({LATE_BUCKET_S} s buckets): {}",
                 when.join(" ")
             );
+            eprintln!("some late viewers (viewer, due): {late_viewers:?}");
         }
         Report {
             name: s.name.clone(),
@@ -708,6 +748,7 @@ impl<S: Strategy> Simulation<S> {
             wall_s: self.started.elapsed().as_secs_f64(),
             peak_rss_mb: peak_rss_mb(),
             events: core.events,
+            adversaries: self.strategy.adversary_figures(core),
         }
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use streamrp2p_protocols::Cid;
 use streamrp2p_protocols::manifest::{SequenceWindow, SignedManifestEntry};
+use streamrp2p_protocols::score::Offence;
 use streamrp2p_protocols::segment::{BLOCK_SIZE, BlockError, SegmentAssembly};
 use streamrp2p_protocols::stream::SignedStreamInfo;
 use streamrp2p_protocols::treemesh::{BlockSource, SegmentInfo, TreeMesh};
@@ -28,6 +29,13 @@ const WINDOW_AHEAD: u64 = 8;
 /// Blocks kept that came before their segment's entry (a push can overtake the announcement): two segments of
 /// 2.5 Mbit/s video.
 const MAX_EARLY_BLOCKS: usize = 24;
+/// Of those, at most this many from one sender (a parent pushes a segment's blocks ahead of its entry; nobody has
+/// reason to send more), so that no peer can push out the others' with blocks of its own.
+const MAX_EARLY_PER_SENDER: usize = 12;
+
+/// Peers of a stream remembered before joining: the DHT's providers and the peers that spoke about it, enough to
+/// probe and pull the first segment from.
+const MAX_CANDIDATES: usize = 64;
 
 /// A block that came before the entry it belongs to, kept until the entry arrives.
 #[derive(Debug)]
@@ -47,6 +55,8 @@ pub(crate) enum Taken {
     Duplicate,
     /// Its entry is not known yet: kept aside (see [`StreamMesh::take_early`]).
     Early,
+    /// Its segment is behind the window: dropped.
+    Stale,
 }
 
 /// Why a block was refused.
@@ -61,6 +71,20 @@ pub(crate) enum BadBlock {
     /// The index is beyond the segment's blocks.
     #[error("segment {seq} has no block {index}")]
     Index { seq: u64, index: u16 },
+    /// The segment is further ahead of the newest signed entry than an announcement can be late: no such segment
+    /// can have been made yet.
+    #[error("segment {seq} is ahead of any signed entry (the newest is {newest})")]
+    Unannounced { seq: u64, newest: u64 },
+}
+
+impl BadBlock {
+    /// What sending it says of the sender.
+    pub(crate) fn offence(&self) -> Offence {
+        match self {
+            BadBlock::Unannounced { .. } => Offence::Lie,
+            _ => Offence::BadBlock,
+        }
+    }
 }
 
 /// One stream on this node: the machine and the data it decides about.
@@ -74,8 +98,9 @@ pub(crate) struct StreamMesh {
     window: SequenceWindow,
     assemblies: BTreeMap<u64, SegmentAssembly>,
     early: VecDeque<EarlyBlock>,
-    /// Peers of the stream found before joining (DHT providers, manifest responders).
-    pub(crate) candidates: BTreeSet<PeerId>,
+    /// Peers of the stream found before joining (DHT providers, manifest responders), at most
+    /// [`MAX_CANDIDATES`]: see [`StreamMesh::add_candidate`].
+    candidates: BTreeSet<PeerId>,
     /// When the newest entry arrived.
     pub(crate) last_entry_at: Option<Instant>,
     /// Whether this node announced itself as a provider of the stream yet.
@@ -102,6 +127,23 @@ impl StreamMesh {
             player: PlayerLog::new(now_s),
             duplicate_bytes: 0,
         }
+    }
+
+    /// Remembers a peer of the stream, unless [`MAX_CANDIDATES`] are known already.
+    pub(crate) fn add_candidate(&mut self, peer: PeerId) {
+        if self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.insert(peer);
+        }
+    }
+
+    /// Forgets a peer of the stream.
+    pub(crate) fn remove_candidate(&mut self, peer: &PeerId) {
+        self.candidates.remove(peer);
+    }
+
+    /// The peers of the stream known.
+    pub(crate) fn candidates(&self) -> impl Iterator<Item = &PeerId> {
+        self.candidates.iter()
     }
 
     /// Keeps a verified entry; returns the segment when it is new and inside the window.
@@ -181,7 +223,19 @@ impl StreamMesh {
     ) -> Result<Taken, BadBlock> {
         let seq = segment.seq;
         let Some(entry) = self.entries.get(&seq) else {
-            if self.early.len() == MAX_EARLY_BLOCKS {
+            if let Some(newest) = self.window.newest() {
+                if seq > newest.saturating_add(WINDOW_AHEAD) {
+                    return Err(BadBlock::Unannounced { seq, newest });
+                }
+                if seq < newest.saturating_sub(WINDOW_BEHIND) {
+                    return Ok(Taken::Stale);
+                }
+            }
+            let from_sender = self.early.iter().filter(|b| b.from == from).count();
+            if from_sender >= MAX_EARLY_PER_SENDER {
+                let oldest = self.early.iter().position(|b| b.from == from).expect("counted above");
+                self.early.remove(oldest);
+            } else if self.early.len() >= MAX_EARLY_BLOCKS {
                 self.early.pop_front();
             }
             self.early.push_back(EarlyBlock {

@@ -17,6 +17,8 @@ pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new(chunk::PROTOCOL_N
 
 /// Codec of `/streamrp2p/chunk/1.0.0`.
 ///
+/// The node answers a request over the requester's quota with [`ChunkResponse::Busy`].
+///
 /// A message that is too large or does not decode fails with [`io::ErrorKind::InvalidData`] wrapping the
 /// [`WireError`]; [`wire_error`] recovers it so the sender can be penalised. The node's own codec sends blocks
 /// through its upload limiter; `ChunkCodec::default()` (for clients) sends at full speed.
@@ -114,7 +116,11 @@ impl request_response::Codec for ChunkCodec {
         T: AsyncWrite + Unpin + Send,
     {
         match (&res, &self.limiter) {
-            (ChunkResponse::Block(_), Some(limiter)) => write_limited(io, &res.encode(), limiter).await,
+            // Every payload answer goes through the upload limiter: blocks, and manifests (up to hundreds of KiB for
+            // a request of a few bytes).
+            (ChunkResponse::Block(_) | ChunkResponse::Manifest(_), Some(limiter)) => {
+                write_limited(io, &res.encode(), limiter).await
+            }
             _ => write_all_and_close(io, &res.encode()).await,
         }
     }

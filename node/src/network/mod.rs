@@ -2,8 +2,10 @@
 //!
 //! TCP (noise, yamux) and QUIC; identify and ping; Kademlia for peer and stream discovery; gossipsub for a stream's
 //! control messages only; the chunk protocol for blocks and manifests. The block list comes first so that a banned
-//! peer is refused before any other behaviour sees it; connection limits come next.
+//! peer is refused before any other behaviour sees it; connection limits come next (in total, inbound, pending,
+//! per peer, and per remote address).
 
+mod address_limits;
 mod codec;
 mod mesh_codec;
 
@@ -18,6 +20,7 @@ use libp2p::{
     request_response, tcp, yamux,
 };
 use streamrp2p_protocols::control::MAX_CONTROL_SIZE;
+use streamrp2p_protocols::quota::limits;
 
 pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, wire_error};
 pub use self::mesh_codec::{Ack, TREEMESH_PROTOCOL, TreeMeshCodec};
@@ -30,6 +33,12 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamrp2p/kad/1.
 pub(crate) const PROTOCOL_VERSION: &str = "/streamrp2p/1.0.0";
 /// Most connections a node keeps, in and out: enough for a stream's mesh and the DHT, few enough for a home uplink.
 const MAX_ESTABLISHED: u32 = 256;
+/// Most of them inbound, so that strangers dialling in cannot take every place (an eclipse).
+const MAX_ESTABLISHED_INBOUND: u32 = 192;
+/// Inbound connections being set up at once: a handshake costs CPU, and a flood of them is refused early.
+const MAX_PENDING_INBOUND: u32 = 64;
+/// Connections to one peer at once (a TCP and a QUIC one while both are tried).
+const MAX_PER_PEER: u32 = 2;
 /// Concurrent chunk streams per connection: a block request is one stream, and a viewer pipelines many.
 const MAX_CHUNK_STREAMS: usize = 256;
 
@@ -40,6 +49,8 @@ pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Connection limits.
     pub(crate) limits: connection_limits::Behaviour,
+    /// Inbound connections per remote address.
+    pub(crate) addresses: address_limits::Behaviour,
     /// Exchange of listen addresses and protocols.
     pub(crate) identify: identify::Behaviour,
     /// Liveness and round-trip times.
@@ -147,8 +158,13 @@ fn behaviour(key: &Keypair, config: &NodeConfig, limiter: Arc<UploadLimiter>) ->
     Ok(Behaviour {
         blocked: Default::default(),
         limits: connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default().with_max_established(Some(MAX_ESTABLISHED)),
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(MAX_ESTABLISHED))
+                .with_max_established_incoming(Some(MAX_ESTABLISHED_INBOUND))
+                .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
+                .with_max_established_per_peer(Some(MAX_PER_PEER)),
         ),
+        addresses: address_limits::Behaviour::new(limits::CONNECTIONS_PER_ADDRESS),
         identify: identify::Behaviour::new(identify::Config::new(PROTOCOL_VERSION.into(), key.public())),
         ping: ping::Behaviour::default(),
         kad,

@@ -8,6 +8,8 @@ use libp2p::request_response::{self, InboundRequestId, OutboundFailure, Outbound
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, MANIFEST_RESPONSE_BUDGET, ManifestResponse};
 
 use crate::metrics::{EntryVia, Failure, Flow};
+use crate::peer_manager::Request;
+use streamrp2p_protocols::score::Offence;
 
 impl Service {
     pub(super) fn on_chunk_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
@@ -18,7 +20,19 @@ impl Service {
                     request,
                     channel,
                 } => {
-                    self.on_request(request_id, request, channel);
+                    let kind = match request {
+                        ChunkRequest::Block(_) => Request::ChunkBlock,
+                        ChunkRequest::Manifest { .. } => Request::Manifest,
+                    };
+                    if self.admit(peer, kind) {
+                        self.on_request(request_id, request, channel);
+                    } else {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .chunk
+                            .send_response(channel, ChunkResponse::Busy);
+                    }
                 }
                 request_response::Message::Response { request_id, response } => {
                     self.on_response(peer, request_id, response);
@@ -64,11 +78,11 @@ impl Service {
         request: ChunkRequest,
         channel: ResponseChannel<ChunkResponse>,
     ) {
-        // A metered node uploads no payload at all, by CID or otherwise.
+        // A metered node uploads no payload at all, by CID or otherwise, manifests included.
         let metered = self.policy.borrow().metered;
         let store = self.shared.store.read().expect("store lock");
         let response = match request {
-            ChunkRequest::Block(_) if metered => ChunkResponse::DontHave,
+            ChunkRequest::Block(_) | ChunkRequest::Manifest { .. } if metered => ChunkResponse::DontHave,
             ChunkRequest::Block(cid) => match store.block(&cid) {
                 Some((data, stream)) => {
                     self.uploads.insert(id, (stream, data.len() as u64));
@@ -117,7 +131,8 @@ impl Service {
         match (outbound, response) {
             (Outbound::Manifest { stream }, ChunkResponse::Manifest(manifest)) => {
                 if manifest.info.id() != stream {
-                    self.penalize(peer, Failure::Message, &"answered with the manifest of another stream");
+                    self.shared.metrics.failed(Failure::Message);
+                    self.penalize(peer, Offence::Lie, &"answered with the manifest of another stream");
                     return;
                 }
                 if self.streams.get(&stream).is_some_and(|m| m.info.is_none()) {
@@ -126,13 +141,14 @@ impl Service {
                 if let Some(mesh) = self.streams.get_mut(&stream)
                     && !manifest.have.is_empty()
                 {
-                    mesh.candidates.insert(peer);
+                    mesh.add_candidate(peer);
                 }
                 self.add_entries(stream, manifest.entries, now, EntryVia::Manifest);
             }
-            (Outbound::Manifest { .. }, ChunkResponse::DontHave) => {}
+            (Outbound::Manifest { .. }, ChunkResponse::DontHave | ChunkResponse::Busy) => {}
             (Outbound::Manifest { .. }, ChunkResponse::Block(_)) => {
-                self.penalize(peer, Failure::Message, &"answered with the wrong kind of response");
+                self.shared.metrics.failed(Failure::Message);
+                self.penalize(peer, Offence::Malformed, &"answered with the wrong kind of response");
             }
         }
     }

@@ -15,6 +15,7 @@ use streamrp2p_protocols::treemesh::Input;
 
 use crate::metrics::{EntryVia, Failure};
 use crate::network::{BehaviourEvent, KAD_PROTOCOL};
+use streamrp2p_protocols::score::Offence;
 
 impl Service {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -53,6 +54,7 @@ impl Service {
                     .peers
                     .set(self.swarm.connected_peers().count() as i64);
                 if num_established == 0 {
+                    self.peers.disconnected(&peer_id);
                     self.peer_gone(peer_id);
                 }
             }
@@ -125,7 +127,7 @@ impl Service {
                 self.request_manifest(stream, peer);
             }
             if let Some(mesh) = self.streams.get_mut(&stream) {
-                mesh.candidates.insert(peer);
+                mesh.add_candidate(peer);
             }
             found.push((peer, true));
         }
@@ -152,8 +154,9 @@ impl Service {
     pub(super) fn on_control(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         let acceptance = match self.check_control(&message) {
             Ok(acceptance) => acceptance,
-            Err(error) => {
-                self.penalize(source, Failure::Message, &error);
+            Err((offence, error)) => {
+                self.shared.metrics.failed(Failure::Message);
+                self.penalize(source, offence, &error);
                 gossipsub::MessageAcceptance::Reject
             }
         };
@@ -167,11 +170,14 @@ impl Service {
     pub(super) fn check_control(
         &mut self,
         message: &gossipsub::Message,
-    ) -> Result<gossipsub::MessageAcceptance, String> {
-        let control = ControlMessage::decode(&message.data).map_err(|e| e.to_string())?;
+    ) -> Result<gossipsub::MessageAcceptance, (Offence, String)> {
+        let control = ControlMessage::decode(&message.data).map_err(|e| (e.offence(), e.to_string()))?;
         let stream = control.stream();
         if message.topic != gossipsub::IdentTopic::new(stream.topic()).hash() {
-            return Err(format!("control message for stream {stream} on another stream's topic"));
+            return Err((
+                Offence::Lie,
+                format!("control message for stream {stream} on another stream's topic"),
+            ));
         }
         let now = Instant::now();
         if !self.streams.contains_key(&stream) || self.broadcasts.contains_key(&stream) {

@@ -8,14 +8,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundFailure};
+use streamrp2p_protocols::score::Offence;
 use streamrp2p_protocols::segment::BLOCK_SIZE;
 use streamrp2p_protocols::stream::{SignedStreamInfo, StreamId};
 use streamrp2p_protocols::treemesh::wire::Frame;
-use streamrp2p_protocols::treemesh::{BlockSource, Config, Input, Output, Role, SegmentInfo, TreeMesh, UploadKind};
+use streamrp2p_protocols::treemesh::{
+    BlockSource, Config, Input, Message, Output, Refusal, Role, SegmentInfo, TreeMesh, UploadKind,
+};
 
 use crate::mesh::Taken;
 use crate::metrics::{Failure, Flow};
 use crate::network::Ack;
+use crate::peer_manager::Request;
 use crate::status::MeshView;
 
 impl Service {
@@ -81,6 +85,7 @@ impl Service {
                 }
             }
             Output::FindPeers => self.find_providers(stream, Instant::now()),
+            Output::Misbehaved { peer, offence } => self.penalize(peer, offence, &"seen by the tree-mesh"),
             Output::SegmentComplete(segment) => {
                 if let Some((entry, data)) = self.streams.get_mut(&stream).and_then(|m| m.finish(segment.seq)) {
                     self.complete(stream, entry, data, Instant::now());
@@ -141,7 +146,33 @@ impl Service {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let _ = self.swarm.behaviour_mut().mesh.send_response(channel, Ack);
-                    self.on_frame(peer, request);
+                    let kind = match &request {
+                        Frame::Control { message, .. } => Request::Control(message.quota_class()),
+                        Frame::Block { .. } => Request::Block,
+                    };
+                    if self.admit(peer, kind) {
+                        self.on_frame(peer, request);
+                    } else if let Frame::Control {
+                        stream,
+                        message: Message::Want { segment, block },
+                    } = request
+                    {
+                        // Over its quota: a pull is answered "busy" (the puller asks elsewhere); the rest is dropped.
+                        let refused = Message::Refused {
+                            seq: segment.seq,
+                            block,
+                            reason: Refusal::Busy,
+                        };
+                        self.send_frame(
+                            stream,
+                            peer,
+                            Frame::Control {
+                                stream,
+                                message: refused,
+                            },
+                            None,
+                        );
+                    }
                 }
                 request_response::Message::Response { request_id, .. } => {
                     if let Some(out) = self.mesh_out.remove(&request_id) {
@@ -246,7 +277,7 @@ impl Service {
                 };
                 if mesh.machine.is_none() {
                     // Not joined yet: the sender is a peer of the stream, worth asking later.
-                    mesh.candidates.insert(from);
+                    mesh.add_candidate(from);
                     return;
                 }
                 self.feed(stream, Input::Message { from, message });
@@ -316,6 +347,7 @@ impl Service {
                     },
                 );
             }
+            Ok(Taken::Stale) => {}
             Ok(Taken::Early) => {
                 // The entry has not come yet (a push overtook the announcement, or the machine heard of the
                 // segment from a neighbour first): a peer that sent the block holds it, and the broadcaster has it.
@@ -328,7 +360,12 @@ impl Service {
                 }
             }
             Err(bad) => match source {
-                BlockSource::Peer(peer) => self.penalize(peer, Failure::Block, &bad),
+                BlockSource::Peer(peer) => {
+                    if bad.offence() == Offence::BadBlock {
+                        self.shared.metrics.failed(Failure::Block);
+                    }
+                    self.penalize(peer, bad.offence(), &bad);
+                }
                 BlockSource::Origin => {
                     tracing::warn!(%stream, seq = segment.seq, index, error = %bad, "origin sent a bad block");
                     self.shared.metrics.failed(Failure::Origin);
@@ -375,8 +412,7 @@ impl Service {
         let live_age_s = unix_ms().saturating_sub(newest.entry().timestamp_ms) as f64 / 1000.0;
         let broadcaster = info.info().broadcaster.to_peer_id();
         let candidates: Vec<(PeerId, bool)> = mesh
-            .candidates
-            .iter()
+            .candidates()
             .filter(|p| **p != local && **p != broadcaster && !self.peers.is_banned(p))
             .map(|p| (*p, true))
             .collect();
@@ -414,7 +450,7 @@ impl Service {
         let streams: Vec<StreamId> = self.streams.keys().copied().collect();
         for stream in streams {
             if let Some(mesh) = self.streams.get_mut(&stream) {
-                mesh.candidates.remove(&peer);
+                mesh.remove_candidate(&peer);
             }
             self.feed(stream, Input::PeerGone(peer));
         }

@@ -37,9 +37,10 @@ use crate::config::NodeConfig;
 use crate::mesh::StreamMesh;
 use crate::metrics::Failure;
 use crate::network::Behaviour;
-use crate::peer_manager::PeerManager;
+use crate::peer_manager::{PeerManager, Request};
 use crate::policy::Policy;
 use crate::{NodeError, NodeEvent, Shared};
+use streamrp2p_protocols::score::{Offence, Verdict};
 
 /// How often the loop looks at its own timers (bans, playlist gaps, manifest polls, status).
 const TICK: Duration = Duration::from_millis(250);
@@ -153,7 +154,8 @@ impl Service {
         loopback_only: bool,
     ) -> Self {
         let (origin_tx, origin_rx) = mpsc::channel(ORIGIN_QUEUE);
-        let peers = PeerManager::new(config.ban_duration);
+        let epoch = Instant::now();
+        let peers = PeerManager::new(config.ban_duration.as_secs_f64(), epoch, unix_ms());
         let policy = shared.policy.subscribe();
         Self {
             swarm,
@@ -175,7 +177,7 @@ impl Service {
             origin_tasks: HashMap::new(),
             routing: HashMap::new(),
             route_queries: HashMap::new(),
-            epoch: Instant::now(),
+            epoch,
             policy,
             provider_queries: HashMap::new(),
             last_provider_query: HashMap::new(),
@@ -229,8 +231,8 @@ impl Service {
         tracing::debug!(%stream, seq, size, "segment complete");
     }
 
-    /// Bans a peer whose message failed to decode (too large, malformed), when that is what `error` was: a stream
-    /// that merely broke is nobody's fault.
+    /// Penalises a peer whose message failed to decode (too large, malformed, forged), when that is what `error`
+    /// was: a stream that merely broke is nobody's fault.
     fn penalize_wire(&mut self, peer: PeerId, error: &std::io::Error) {
         let Some(wire) = crate::network::wire_error(error) else {
             return;
@@ -239,21 +241,48 @@ impl Service {
             streamrp2p_protocols::WireError::TooLarge { .. } => Failure::Block,
             _ => Failure::Message,
         };
-        let reason = wire.to_string();
-        self.penalize(peer, kind, &reason);
+        self.shared.metrics.failed(kind);
+        let (offence, reason) = (wire.offence(), wire.to_string());
+        self.penalize(peer, offence, &reason);
     }
 
-    /// Bans a peer that sent bad data: disconnects it, refuses it, and forgets what it claimed.
-    fn penalize(&mut self, peer: PeerId, kind: Failure, reason: &dyn std::fmt::Display) {
-        self.shared.metrics.failed(kind);
-        if !self.peers.ban(peer, Instant::now()) {
-            return;
+    /// Scores a peer's offence through the peer manager (and gossipsub's score with it); a ban disconnects it,
+    /// refuses it through the block list and makes every machine forget it.
+    fn penalize(&mut self, peer: PeerId, offence: Offence, reason: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        self.shared.metrics.penalised(offence);
+        let verdict = self.peers.penalise(peer, offence, now);
+        let score = self.peers.gossipsub_score(&peer, now);
+        self.swarm.behaviour_mut().gossipsub.set_application_score(&peer, score);
+        match verdict {
+            Verdict::Penalised => {
+                tracing::debug!(%peer, offence = offence.name(), %reason, "penalised peer");
+            }
+            Verdict::AlreadyBanned => {}
+            Verdict::Banned => {
+                tracing::warn!(
+                    %peer, offence = offence.name(), %reason, ban_s = self.config.ban_duration.as_secs(),
+                    "banned peer"
+                );
+                self.shared.metrics.bans.inc();
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                self.peer_gone(peer);
+            }
         }
-        tracing::warn!(%peer, %reason, ban_s = self.config.ban_duration.as_secs(), "banned peer for sending bad data");
-        self.shared.metrics.bans.inc();
-        self.swarm.behaviour_mut().blocked.block_peer(peer);
-        self.swarm.behaviour_mut().kad.remove_peer(&peer);
-        self.peer_gone(peer);
+    }
+
+    /// Takes `request` from `peer`'s quota; over it, the peer is penalised a little and the caller answers "busy".
+    fn admit(&mut self, peer: PeerId, request: Request) -> bool {
+        if self.peers.admit(peer, request, Instant::now()).is_ok() {
+            return true;
+        }
+        self.penalize(
+            peer,
+            Offence::QuotaOverrun,
+            &format_args!("over its quota of {request:?}"),
+        );
+        false
     }
 }
 

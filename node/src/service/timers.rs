@@ -2,6 +2,9 @@
 //! arriving, provider searches, and the status figures.
 
 use super::{MANIFEST_POLL_AFTER, MANIFEST_POLL_PEERS, PROVIDER_REFRESH, Service};
+
+/// Offenders the status shows.
+const PENALTIES_SHOWN: usize = 10;
 use std::time::Instant;
 
 use libp2p::PeerId;
@@ -38,6 +41,7 @@ impl Service {
             }
         }
         self.refresh_views();
+        *self.shared.penalties.write().expect("penalties lock") = self.peers.worst(PENALTIES_SHOWN, now);
     }
 
     /// Asks peers for the manifest when announcements have not been arriving (joining, or gossip not yet meshed).
@@ -55,7 +59,7 @@ impl Service {
         if !quiet || polled {
             return;
         }
-        let mut peers: Vec<PeerId> = mesh.candidates.iter().copied().collect();
+        let mut peers: Vec<PeerId> = mesh.candidates().copied().collect();
         if let Some(machine) = &mesh.machine {
             peers.extend(machine.neighbours());
             peers.extend(machine.parent());

@@ -195,6 +195,6 @@ impl Config {
         if rate <= 0.0 {
             return 0;
         }
-        (self.budget() / rate).floor().min(64.0) as u32
+        (self.budget() / rate).floor().min(f64::from(super::MAX_CHILD_SLOTS)) as u32
     }
 }

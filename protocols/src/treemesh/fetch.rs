@@ -15,12 +15,17 @@ const ORIGIN_PARALLEL: u64 = 16;
 /// Time a mesh pull needs (request, transfer, answer): the parent's blocks that would come later than this before
 /// the deadline are pulled from the mesh instead.
 const RESCUE_S: f64 = 0.6;
+/// A parent whose next block is this late has stopped sending: the rest is pulled at once (twice the default
+/// [`super::Config::silence_s`]; a parent that is merely slow sends a block every few tenths of a second).
+const STOPPED_AFTER_S: f64 = 1.0;
 /// When a segment's first pushed block is expected before any has been measured.
 const DEFAULT_FIRST_PUSH_S: f64 = 1.0;
 /// The most an origin fetch is planned to take (a round trip to a CDN and a block at a fair share).
 const ORIGIN_PLAN_CAP_S: f64 = 0.4;
 /// After an origin failure, leave it alone this long.
 const ORIGIN_BACKOFF_S: f64 = 2.0;
+/// Attach timeouts a cut-off parent is given to repair before its children look elsewhere.
+const CUT_OFF_PATIENCE: f64 = 3.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
 const MIN_HEDGE_S: f64 = 0.5;
 
@@ -40,7 +45,10 @@ struct Deadlines {
 struct Forecast {
     expected: u128,
     n: u32,
+    /// When the next block comes, as far as the parent's pace says (never before now).
     next: f64,
+    /// When the next block was due by that pace, however long ago.
+    due_at: f64,
     gap: f64,
 }
 
@@ -72,16 +80,16 @@ impl<P: PeerId> TreeMesh<P> {
             return None;
         }
         let gap = parent.gap_s;
-        let next = if seg.have & !seg.skipped == 0 {
+        let due_at = if seg.have & !seg.skipped == 0 {
             (seg.heard_at + self.first_push_s.unwrap_or(DEFAULT_FIRST_PUSH_S)).max(parent.last_block_at + gap)
         } else {
             parent.last_block_at + gap
-        }
-        .max(self.now);
+        };
         Some(Forecast {
             expected,
             n: expected.count_ones(),
-            next,
+            next: due_at.max(self.now),
+            due_at,
             gap,
         })
     }
@@ -130,7 +138,17 @@ impl<P: PeerId> TreeMesh<P> {
         };
         // The mesh is asked only when a neighbour already holds the segment: otherwise it would bring the blocks no
         // sooner than the parent, and the origin's turn comes later.
-        let (mesh_late, mesh_at) = late(RESCUE_S);
+        let (mut mesh_late, mut mesh_at) = late(RESCUE_S);
+        if let Some(f) = &forecast {
+            // A parent silent well past when its next block was due has stopped (a withholder, a crash not yet
+            // noticed): what it owes is pulled now, while neighbours have time to send it, not at the deadline.
+            let stopped_at = f.due_at + STOPPED_AFTER_S;
+            if now >= stopped_at {
+                mesh_late = f.expected;
+            } else {
+                mesh_at = mesh_at.min(stopped_at);
+            }
+        }
         let mesh = if mesh_late != 0 && self.peers.list.iter().any(|k| k.holds(seg.info.seq)) {
             mesh_late
         } else {
@@ -183,10 +201,14 @@ impl<P: PeerId> TreeMesh<P> {
             self.probe_until = None;
             self.after_probing();
         }
-        if self.attempt.is_some_and(|a| a.deadline <= now) {
+        if let Some(attempt) = self.attempt.filter(|a| a.deadline <= now) {
+            // Unanswered: its answer may still come (and is taken if nothing better came meanwhile).
             self.attempt = None;
+            self.given_up = Some((attempt.nonce, attempt.from_seq));
         }
         self.expire_recruiting();
+        self.expire_offers();
+        self.expire_suspicion();
         if self.parent.is_none() && self.attempt.is_none() && self.joined {
             self.try_attach();
         }
@@ -195,6 +217,23 @@ impl<P: PeerId> TreeMesh<P> {
         if self.cfg.role == Role::Viewer && self.joined {
             self.check_deadlines();
         }
+    }
+
+    /// Children taken on someone's behalf that never confirmed their place (they did not ask, or went) are let go.
+    fn expire_offers(&mut self) {
+        // The same sum as in `poll_timeout`, so that the wake-up it asks for always finds this due.
+        let timeout = self.cfg.attach_timeout_s;
+        let now = self.now;
+        let stale = |c: &super::machine::Child<P>| !c.confirmed && c.taken_at + timeout <= now;
+        if !self.children.iter().any(stale) {
+            return;
+        }
+        let (stale, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.children).into_iter().partition(stale);
+        self.children = keep;
+        for child in stale {
+            self.send(child.id, Message::Detach);
+        }
+        self.advertise_changes();
     }
 
     /// How long an origin fetch runs before peers may race it.
@@ -259,11 +298,17 @@ impl<P: PeerId> TreeMesh<P> {
         };
         self.send(parent.id, Message::Skip { seq, blocks });
         // A silent parent, while the segment is around us (a neighbour holds it whole), is failing: when the whole
-        // tree above is late, or the parent is cut off and repairing, replacing it only adds churn.
-        let silent = self.now - parent.last_block_at > self.cfg.silence_s;
+        // tree above is late, or the parent is cut off and repairing (it says so), replacing it only adds churn. One
+        // that has sent nothing at all for longer than any late parent goes quiet is failing whatever the mesh holds.
+        // A parent cut off for longer than a repair takes is failing too (it may never be back).
+        let silent_s = self.now - parent.last_block_at;
         let around = self.peers.list.iter().any(|k| k.holds(seq));
-        if silent && around && self.rooted {
-            self.strike_parent();
+        let mute = silent_s >= super::tree::WITHHELD_SILENCE_SEGMENTS * self.cfg.segment_s;
+        let stranded = parent
+            .cut_off_since
+            .is_some_and(|since| self.now - since >= CUT_OFF_PATIENCE * self.cfg.attach_timeout_s);
+        if silent_s > self.cfg.silence_s && (around || mute) && (parent.claims_rooted || stranded) {
+            self.strike_parent(seq);
         }
     }
 

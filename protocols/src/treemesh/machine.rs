@@ -8,10 +8,37 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::{Config, Policy, Role};
-use super::message::{Advert, Message, SegmentInfo};
+use super::message::{Advert, AttachRequest, Message, SegmentInfo};
 use super::peers::Peers;
 use super::repair::Recruiting;
-use super::window::{Player, Window};
+use super::window::{MAX_BLOCKS, Player, Window};
+use crate::score::Offence;
+
+/// Messages about segments newer than the newest signed one that are kept until its entry comes (a HAVE can overtake
+/// the announcement it follows); the oldest goes first.
+pub(super) const HELD_MESSAGES: usize = 16;
+/// How far past the newest signed segment a peer may speak of a segment: a few segments of announcement delay and
+/// clock skew (the node's window admits entries as far ahead). Beyond, it names a segment that cannot exist yet.
+pub(super) const MAX_AHEAD: u64 = 8;
+/// What the parent just left still sends is taken for this long (it was on the way when we left it).
+pub(super) const FORMER_PARENT_GRACE_S: f64 = 5.0;
+/// Pulls given up on that are remembered, so that a late answer is not taken for payload nobody asked for.
+pub(super) const EXPIRED_PULLS: usize = 32;
+/// Complaints of withholding remembered at most.
+pub(super) const MAX_COMPLAINTS: usize = 32;
+/// Peers a probe's answer names (peer exchange), and the most taken from one answer.
+const EXCHANGED_PEERS: usize = 4;
+
+/// Where a segment a peer names stands against the signed entries this machine knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SeqClass {
+    /// At or below the newest signed segment.
+    Known,
+    /// A little past it: its entry may still be on the way.
+    Ahead,
+    /// Further past it than an entry can be late: no such segment exists yet.
+    Impossible,
+}
 
 /// What identifies a peer: a libp2p `PeerId` in the node, an index in the simulator.
 pub trait PeerId: Copy + Eq + Ord + std::fmt::Debug {}
@@ -66,7 +93,10 @@ pub enum Input<P> {
         /// The message.
         message: Message<P>,
     },
-    /// A block arrived and was verified against its CID.
+    /// A block arrived and was verified against its CID — the CID the broadcaster's signed entry gives for that
+    /// index of that segment, so the segment's number and size are as signed. (Only signatures create segments:
+    /// [`Input::Join`], [`Input::Published`], [`Input::Announced`] and verified blocks make a segment known;
+    /// a peer's message about a segment no signed entry names is held until one does, or dropped.)
     Block {
         /// Who sent it.
         from: BlockSource<P>,
@@ -158,6 +188,15 @@ pub enum Output<P> {
     FindPeers,
     /// A segment is whole: hand it to the player.
     SegmentComplete(SegmentInfo),
+    /// A peer broke the protocol in a way only this machine can see (a message its role does not allow, a segment
+    /// no signed entry names, a parent that withheld the stream): the driver scores it (see [`crate::score`]), and
+    /// bans it when the score says so — then hands the machine [`Input::PeerGone`].
+    Misbehaved {
+        /// The peer.
+        peer: P,
+        /// What it did.
+        offence: Offence,
+    },
 }
 
 /// Counters for status pages and metrics.
@@ -204,6 +243,11 @@ pub(super) struct Child<P> {
     pub(super) routed_at: f64,
     /// Blocks it asked not to be pushed, by segment (the newest few): it gets them elsewhere.
     pub(super) skips: VecDeque<(u64, u128)>,
+    /// It spoke to us itself since it was taken: a child placed on someone's behalf (a request passed down the
+    /// tree) gets no payload until it does, so that nobody can name a third party to receive the stream.
+    pub(super) confirmed: bool,
+    /// When it was taken (an unconfirmed child is let go after [`Config::attach_timeout_s`]).
+    pub(super) taken_at: f64,
 }
 
 /// What a peer's directory holds of a subtree: its nearest free slots and their count, and its nearest place
@@ -243,6 +287,23 @@ pub(super) struct Parent<P> {
     pub(super) last_block_seq: u64,
     /// Time between its blocks of a segment (moving average).
     pub(super) gap_s: f64,
+    /// Whether it says it is connected to the broadcaster (its last advert): a parent that says so and still does not
+    /// deliver what the tree around us holds is withholding it; one that says it is cut off is not to blame.
+    pub(super) claims_rooted: bool,
+    /// Since when it has said it is cut off (while it does).
+    pub(super) cut_off_since: Option<f64>,
+}
+
+/// A parent left for being silent, suspected of withholding until its answer to a probe says where it stands.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Suspicion<P> {
+    pub(super) parent: P,
+    /// Its parent, to tell if it withheld.
+    pub(super) grandparent: Option<P>,
+    /// When it was asked.
+    pub(super) since: f64,
+    /// The segment it did not push: it withheld it if it holds it whole.
+    pub(super) seq: u64,
 }
 
 /// An attach request in flight.
@@ -251,6 +312,8 @@ pub(super) struct Attempt<P> {
     pub(super) id: P,
     pub(super) from_seq: u64,
     pub(super) deadline: f64,
+    /// The request's nonce: an answer must echo it.
+    pub(super) nonce: u64,
 }
 
 /// A pull in flight.
@@ -290,6 +353,8 @@ pub struct TreeMesh<P> {
     pub(super) pull_before: u64,
     // The tree.
     pub(super) parent: Option<Parent<P>>,
+    /// The parent before this one, and when it stopped being it.
+    pub(super) former_parent: Option<(P, f64)>,
     pub(super) attempt: Option<Attempt<P>>,
     pub(super) children: Vec<Child<P>>,
     /// Path from the root of its tree (itself excluded).
@@ -313,6 +378,20 @@ pub struct TreeMesh<P> {
     pub(super) last_move: f64,
     /// A forwarder recruited into the place of a lost child, and the orphans waiting for it.
     pub(super) recruiting: Option<Recruiting<P>>,
+    /// The last attach request given up (its nonce and first segment): its answer may still come, and is taken if
+    /// no parent came meanwhile.
+    pub(super) given_up: Option<(u64, u64)>,
+    /// Requests passed down by the peer we asked for a place before its answer came (a recruiter hands us the
+    /// orphans right after taking us): taken once it has accepted us.
+    pub(super) held_places: VecDeque<(P, P, AttachRequest, u8)>,
+    /// The parent we left suspecting it of withholding: its answer to our probe settles it.
+    pub(super) suspicion: Option<Suspicion<P>>,
+    /// Complaints of withholding against our children: (complainer, child, when).
+    pub(super) complaints: VecDeque<(P, P, f64)>,
+    /// Peers let go as children for withholding, refused as children until then.
+    pub(super) shunned: VecDeque<(P, f64)>,
+    /// Parents we left for failing us, not taken as parents again until then.
+    pub(super) avoiding: VecDeque<(P, f64)>,
     // The mesh.
     pub(super) peers: Peers<P>,
     pub(super) probe_until: Option<f64>,
@@ -322,6 +401,8 @@ pub struct TreeMesh<P> {
     /// The last probe round started then.
     pub(super) last_probe: f64,
     pub(super) pulls: Vec<Pull<P>>,
+    /// Pulls that timed out lately: (peer, segment, block).
+    pub(super) expired_pulls: VecDeque<(P, u64, u16)>,
     /// Answers to pulls waiting for the uplink.
     pub(super) serves: VecDeque<(P, SegmentInfo, u16)>,
     /// Blocks being uploaded now.
@@ -329,6 +410,10 @@ pub struct TreeMesh<P> {
     /// The child whose turn to be pushed to comes next (round robin).
     pub(super) next_turn: usize,
     // The data.
+    /// The newest segment a signed entry names (announced, published, or in the tail at joining).
+    pub(super) newest_signed: Option<u64>,
+    /// HAVEs from peers about segments newer than `newest_signed`, until their entries come.
+    pub(super) held_haves: VecDeque<(P, SegmentInfo, u128)>,
     pub(super) window: Window,
     pub(super) player: Player,
     pub(super) origin: Vec<OriginFetch>,
@@ -362,6 +447,7 @@ impl<P: PeerId> TreeMesh<P> {
             joined: broadcaster,
             pull_before: 0,
             parent: None,
+            former_parent: None,
             attempt: None,
             children: Vec::new(),
             path: Vec::new(),
@@ -375,15 +461,24 @@ impl<P: PeerId> TreeMesh<P> {
             last_jump: now,
             last_move: now,
             recruiting: None,
+            given_up: None,
+            held_places: VecDeque::new(),
+            suspicion: None,
+            complaints: VecDeque::new(),
+            shunned: VecDeque::new(),
+            avoiding: VecDeque::new(),
             peers: Peers::default(),
             probe_until: None,
             finding: false,
             last_find: f64::NEG_INFINITY,
             last_probe: f64::NEG_INFINITY,
             pulls: Vec::new(),
+            expired_pulls: VecDeque::new(),
             serves: VecDeque::new(),
             uploading: 0,
             next_turn: 0,
+            newest_signed: None,
+            held_haves: VecDeque::new(),
             window: Window::default(),
             player: Player::default(),
             origin: Vec::new(),
@@ -410,12 +505,33 @@ impl<P: PeerId> TreeMesh<P> {
                 candidates,
                 broadcaster,
                 live_age_s,
-            } => self.on_join(tail, candidates, broadcaster, live_age_s),
+            } => {
+                let newest = tail.iter().map(|s| s.seq).max();
+                self.on_join(tail, candidates, broadcaster, live_age_s);
+                if let Some(newest) = newest {
+                    self.signed(newest);
+                }
+            }
             Input::Candidates(candidates) => self.on_candidates(candidates),
-            Input::Published(segment) => self.on_published(segment),
-            Input::Announced(segment) => self.learn(segment),
-            Input::Message { from, message } => self.on_message(from, message),
-            Input::Block { from, segment, block } => self.on_block(from, segment, block),
+            Input::Published(segment) => {
+                self.signed(segment.seq);
+                self.on_published(segment);
+            }
+            Input::Announced(segment) => {
+                self.learn(segment);
+                self.signed(segment.seq);
+            }
+            Input::Message { from, message } => {
+                if from != self.me {
+                    self.on_message(from, message);
+                }
+            }
+            // Indices past the bitmaps cannot be a segment's (the wire refuses them; a driver's bug, not a peer's).
+            Input::Block { block, .. } if block >= MAX_BLOCKS => {}
+            Input::Block { from, segment, block } => {
+                self.on_block(from, segment, block);
+                self.signed(segment.seq);
+            }
             Input::Uploaded { to, kind } => self.on_uploaded(to, kind),
             Input::OriginFailed { segment, block } => self.on_origin_failed(segment, block),
             Input::PeerGone(peer) => self.on_peer_gone(peer),
@@ -482,6 +598,12 @@ impl<P: PeerId> TreeMesh<P> {
         }
         if let Some(r) = &self.recruiting {
             consider(r.until);
+        }
+        for c in self.children.iter().filter(|c| !c.confirmed) {
+            consider(c.taken_at + self.cfg.attach_timeout_s);
+        }
+        if let Some(s) = &self.suspicion {
+            consider(s.since + super::tree::SUSPICION_S);
         }
         if let Some(a) = self.attempt {
             consider(a.deadline);
@@ -725,14 +847,18 @@ impl<P: PeerId> TreeMesh<P> {
         self.cfg.reachable || reachable
     }
 
+    /// A control message from `from`: each kind is taken only from the peer whose role allows it (see the
+    /// [module documentation](super), "Trust"); the rest is ignored, and a lie is reported.
     fn on_message(&mut self, from: P, message: Message<P>) {
         if let Some(k) = self.peers.get_mut(from) {
             k.seen = self.now;
         }
         match message {
             Message::Probe => {
-                let peers = self.sample_peers(from, 4);
-                let advert = self.advert();
+                let peers = self.sample_peers(from, EXCHANGED_PEERS);
+                let mut advert = self.advert();
+                // Connected, and fed: a peer that has heard nothing from its parent for a while says so.
+                advert.rooted &= !self.starving();
                 self.send(
                     from,
                     Message::ProbeReply {
@@ -742,11 +868,30 @@ impl<P: PeerId> TreeMesh<P> {
                 );
             }
             Message::ProbeReply { advert, peers } => self.on_probe_reply(from, *advert, peers),
-            Message::Attach(request) => self.on_place(from, request, 0),
-            Message::Place { joiner, request, hops } => self.on_place(joiner, request, hops),
+            Message::Attach(request) => self.on_place(from, request, 0, true),
+            Message::Place { joiner, request, hops } => {
+                // The parent passes requests down; so did the one we just left, until it heard we left (harmless
+                // either way: a child placed on someone's behalf gets nothing until it confirms).
+                let former = self
+                    .former_parent
+                    .is_some_and(|(id, at)| id == from && self.now - at <= FORMER_PARENT_GRACE_S);
+                if self.parent.is_some_and(|p| p.id == from) || former {
+                    self.on_place(joiner, request, hops, false);
+                } else if self.attempt.is_some_and(|a| a.id == from) {
+                    // The peer we asked for a place passes us requests right after taking us (a recruiter hands
+                    // over the orphans): its acceptance may still be on the way.
+                    if self.held_places.len() >= HELD_MESSAGES {
+                        self.held_places.pop_front();
+                    }
+                    self.held_places.push_back((from, joiner, request, hops));
+                } else {
+                    // Only a parent passes requests down: anyone else would be naming a third party to feed.
+                    self.misbehaved(from, Offence::Lie);
+                }
+            }
             Message::Displaced { try_instead } => self.on_displaced(from, try_instead),
-            Message::Accepted { advert } => self.on_accepted(from, *advert),
-            Message::Rejected { .. } => self.on_rejected(),
+            Message::Accepted { advert, nonce } => self.on_accepted(from, *advert, nonce),
+            Message::Rejected { nonce, .. } => self.on_rejected(nonce),
             Message::Detach => self.on_detach(from),
             Message::Recruit => self.on_recruit(from),
             Message::Update { advert } => self.on_update(from, *advert),
@@ -757,10 +902,47 @@ impl<P: PeerId> TreeMesh<P> {
                     k.mesh = false;
                 }
             }
+            Message::Withheld { parent } => self.on_withheld(from, parent),
             Message::Have { segment, blocks } => self.on_have(from, segment, blocks),
             Message::Skip { seq, blocks } => self.on_skip(from, seq, blocks),
             Message::Want { segment, block } => self.on_want(from, segment, block),
-            Message::Refused { seq, block, reason } => self.on_refused(from, seq, block, reason),
+            Message::Refused { seq, block, reason } => {
+                if block < MAX_BLOCKS {
+                    self.on_refused(from, seq, block, reason);
+                }
+            }
+        }
+    }
+
+    /// Reports a peer's offence to the driver.
+    pub(super) fn misbehaved(&mut self, peer: P, offence: Offence) {
+        self.out.push_back(Output::Misbehaved { peer, offence });
+    }
+
+    /// Where segment `seq`, named by a peer, stands against the signed entries known.
+    pub(super) fn classify(&self, seq: u64) -> SeqClass {
+        match self.newest_signed {
+            None => SeqClass::Ahead,
+            Some(newest) if seq > newest.saturating_add(MAX_AHEAD) => SeqClass::Impossible,
+            Some(newest) if seq > newest => SeqClass::Ahead,
+            Some(_) => SeqClass::Known,
+        }
+    }
+
+    /// A signed entry names segment `seq`: it is known from now on, and what peers said of it meanwhile is taken.
+    pub(super) fn signed(&mut self, seq: u64) {
+        if self.newest_signed.is_some_and(|n| n >= seq) {
+            return;
+        }
+        self.newest_signed = Some(seq);
+        if self.held_haves.iter().any(|(_, s, _)| s.seq <= seq) {
+            let (ready, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held_haves)
+                .into_iter()
+                .partition(|(_, s, _)| s.seq <= seq);
+            self.held_haves = later;
+            for (from, segment, blocks) in ready {
+                self.on_have(from, segment, blocks);
+            }
         }
     }
 

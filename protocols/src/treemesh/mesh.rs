@@ -2,10 +2,14 @@
 //! blocks from each other, urgent first, then rarest first; and the answers to pulls, within the upload budget.
 
 use super::config::Role;
-use super::machine::{BlockSource, OriginFetch, PeerId, Pull, TreeMesh};
+use super::machine::{
+    BlockSource, EXPIRED_PULLS, FORMER_PARENT_GRACE_S, HELD_MESSAGES, OriginFetch, PeerId, Pull, SeqClass, TreeMesh,
+};
 use super::message::{Advert, Message, Refusal, SegmentInfo};
 use super::peers::{OptSeq, OptTime};
 use super::tree::UNMEASURED_LATENCY_S;
+use super::window::MAX_BLOCKS;
+use crate::score::Offence;
 
 /// Segments due later than this many segment durations from now are not urgent: among them, rarest first.
 const URGENT_SEGMENTS: f64 = 2.0;
@@ -22,6 +26,9 @@ const LIKELY_PER_HOP_S: f64 = 0.2;
 const SKIPS_KEPT: usize = 4;
 /// A peer that refused a pull is not asked again for this long.
 const BUSY_BACKOFF_S: f64 = 1.0;
+/// Answers to one peer's pulls queued at most: twice the pulls an honest peer has in flight to one neighbour
+/// ([`super::Config::max_pulls_per_peer`]'s default); beyond, its pulls are answered "busy".
+const MAX_SERVES_PER_PEER: usize = 4;
 
 impl<P: PeerId> TreeMesh<P> {
     /// Asks the nearest known peers to be mesh neighbours until there are `mesh_degree` of them. Forwarders too: when
@@ -102,16 +109,18 @@ impl<P: PeerId> TreeMesh<P> {
 
     pub(super) fn on_mesh_reply(&mut self, from: P, accepted: bool, advert: Advert<P>) {
         let now = self.now;
-        if let Some(k) = self.peers.get_mut(from) {
-            if let Some(asked) = k.asked_at.take() {
-                k.latency = OptTime::some((now - asked) / 2.0);
-            }
-            k.apply(&advert, now);
-            k.mesh = accepted;
-            if !accepted {
-                // Full: do not ask again soon (the next tick asks someone else).
-                k.busy_until = now + MESH_RETRY_S;
-            }
+        // Only an answer to our own request counts: nobody joins our mesh by saying it has.
+        let Some(k) = self.peers.get_mut(from).filter(|k| k.asked_at.is_some() && !k.mesh) else {
+            return;
+        };
+        if let Some(asked) = k.asked_at.take() {
+            k.latency = OptTime::some((now - asked) / 2.0);
+        }
+        k.apply(&advert, now);
+        k.mesh = accepted;
+        if !accepted {
+            // Full: do not ask again soon (the next tick asks someone else).
+            k.busy_until = now + MESH_RETRY_S;
         }
         if accepted {
             self.pump_pulls();
@@ -120,6 +129,10 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// A child gets these blocks elsewhere: take them off its push queue.
     pub(super) fn on_skip(&mut self, from: P, seq: u64, blocks: u128) {
+        if self.classify(seq) == SeqClass::Impossible {
+            self.misbehaved(from, Offence::Lie);
+            return;
+        }
         if let Some(child) = self.children.iter_mut().find(|c| c.id == from) {
             child.queue.retain(|(s, b)| s.seq != seq || blocks & (1u128 << b) == 0);
             // Blocks not here yet must not be pushed when they come either.
@@ -135,13 +148,29 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
+    /// A peer says it holds blocks of a segment. Only a signed entry makes a segment known: a HAVE for one a little
+    /// ahead of the newest signed is held until its entry comes, one for a segment that cannot exist yet is a lie.
     pub(super) fn on_have(&mut self, from: P, segment: SegmentInfo, blocks: u128) {
+        match self.classify(segment.seq) {
+            SeqClass::Impossible => {
+                self.misbehaved(from, Offence::Lie);
+                return;
+            }
+            SeqClass::Ahead => {
+                if self.held_haves.len() >= HELD_MESSAGES {
+                    self.held_haves.pop_front();
+                }
+                self.held_haves.push_back((from, segment, blocks));
+                return;
+            }
+            SeqClass::Known => {}
+        }
         if self.children.iter().any(|c| c.id == from) {
             self.on_skip(from, segment.seq, blocks);
             return;
         }
-        self.learn(segment);
-        let whole = self.window.get(segment.seq).is_none_or(|s| blocks == s.all());
+        // The block layout is the signed entry's, whatever size the HAVE says.
+        let whole = self.window.get(segment.seq).is_none_or(|s| blocks & s.all() == s.all());
         if let Some(k) = self.peers.get_mut(from) {
             if whole {
                 k.newest = OptSeq::some(k.newest.get().map_or(segment.seq, |n| n.max(segment.seq)));
@@ -165,21 +194,39 @@ impl<P: PeerId> TreeMesh<P> {
         }
     }
 
-    /// A pull arrived: serve it if the block is here and the budget allows, else say why not.
+    /// A pull arrived: serve it if the block is here and the budget allows, else say why not. What is served is
+    /// described by the signed entry, never by the request.
     pub(super) fn on_want(&mut self, from: P, segment: SegmentInfo, block: u16) {
+        let seq = segment.seq;
+        if block >= MAX_BLOCKS || self.classify(seq) == SeqClass::Impossible {
+            self.misbehaved(from, Offence::Lie);
+            self.send(
+                from,
+                Message::Refused {
+                    seq,
+                    block: block.min(MAX_BLOCKS - 1),
+                    reason: Refusal::Missing,
+                },
+            );
+            return;
+        }
         let held = self
             .window
-            .get(segment.seq)
-            .is_some_and(|s| s.have & (1u128 << block) != 0);
-        let reason = if !held {
-            Some(Refusal::Missing)
-        } else if !self.may_serve() || !self.queue_serve(from, segment, block) {
-            Some(Refusal::Busy)
-        } else {
-            None
+            .get(seq)
+            .filter(|s| s.have & (1u128 << block) != 0)
+            .map(|s| s.info);
+        let queued = self.serves.iter().filter(|(to, ..)| *to == from).count();
+        let reason = match held {
+            None => Some(Refusal::Missing),
+            Some(_) if queued >= MAX_SERVES_PER_PEER => {
+                // An honest puller has a few pulls in flight to one peer: more is a flood, answered "busy".
+                self.misbehaved(from, Offence::QuotaOverrun);
+                Some(Refusal::Busy)
+            }
+            Some(info) if !self.may_serve() || !self.queue_serve(from, info, block) => Some(Refusal::Busy),
+            Some(_) => None,
         };
         if let Some(reason) = reason {
-            let seq = segment.seq;
             self.send(from, Message::Refused { seq, block, reason });
         }
     }
@@ -235,6 +282,10 @@ impl<P: PeerId> TreeMesh<P> {
         let expired: Vec<Pull<P>> = self.pulls.iter().filter(|p| p.deadline <= now).copied().collect();
         for p in &expired {
             self.end_pull(p.from, p.seq, p.block);
+            if self.expired_pulls.len() >= EXPIRED_PULLS {
+                self.expired_pulls.pop_front();
+            }
+            self.expired_pulls.push_back((p.from, p.seq, p.block));
             if let Some(k) = self.peers.get_mut(p.from) {
                 k.strikes = k.strikes.saturating_add(2);
             }
@@ -407,6 +458,10 @@ impl<P: PeerId> TreeMesh<P> {
                     if let Some(k) = self.peers.get_mut(peer) {
                         k.strikes = k.strikes.saturating_sub(1);
                     }
+                } else if !self.pushes_to_us(peer) && !self.expired_pulls.contains(&(peer, segment.seq, block)) {
+                    // Nobody asked for it: payload from a peer that is neither our parent nor one we pulled from
+                    // (verified, so it is kept, but it cost our downlink).
+                    self.misbehaved(peer, Offence::Unsolicited);
                 }
                 // The origin need not send it any more: its capacity is everyone's last resort.
                 if let Some(i) = self
@@ -461,7 +516,13 @@ impl<P: PeerId> TreeMesh<P> {
             self.window.advance();
             self.player.completed(segment.seq, self.now, self.cfg.segment_s);
             if !rescued && let Some(parent) = self.parent.as_mut() {
+                let recovered = parent.strikes > 0;
                 parent.strikes = 0;
+                if recovered {
+                    // The parent delivers again: so do we, as far as our subtree is concerned.
+                    let rooted = parent.claims_rooted;
+                    self.set_path(self.path.clone(), rooted);
+                }
             }
             self.out.push_back(super::Output::SegmentComplete(segment));
             let blocks = self.window.get(segment.seq).map_or(0, |s| s.all());
@@ -475,6 +536,14 @@ impl<P: PeerId> TreeMesh<P> {
             }
         }
         self.pump_pulls();
+    }
+
+    /// Whether `peer` may push to us: our parent, or the one we just left (its pushes already on the way).
+    fn pushes_to_us(&self, peer: P) -> bool {
+        self.parent.is_some_and(|p| p.id == peer)
+            || self
+                .former_parent
+                .is_some_and(|(id, at)| id == peer && self.now - at <= FORMER_PARENT_GRACE_S)
     }
 
     fn end_origin_fetch(&mut self, segment: SegmentInfo, block: u16) {

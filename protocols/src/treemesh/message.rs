@@ -47,6 +47,10 @@ pub struct AttachRequest {
     /// The asker lost its parent and asks its grandparent: the grandparent may hold the request while a forwarder
     /// it recruited moves into the freed place, and then pass it there (see the repair module).
     pub orphan: bool,
+    /// A random number the asker chose for this request. Whoever takes the asker echoes it in
+    /// [`Message::Accepted`] (or [`Message::Rejected`]): an answer without it is not an answer to a request of the
+    /// asker's, so nobody can make a peer take a parent it did not ask for.
+    pub nonce: u64,
 }
 
 /// A peer's place in the stream's topology as it advertises it.
@@ -96,6 +100,12 @@ pub struct Advert<P> {
 
 /// Free slots a subtree advertises at most (beyond, the count would only cause traffic).
 pub const MAX_FREE_ADVERTISED: u8 = 32;
+/// Child slots a peer offers or advertises at most (a budget of 64 children at the promised rate is already a
+/// data centre's uplink); larger claims are refused on the wire.
+pub const MAX_CHILD_SLOTS: u32 = 64;
+/// Different peers that must complain of a child withholding the stream ([`Message::Withheld`]) before the parent
+/// lets it go: one complaint could be a lie.
+pub const WITHHELD_COMPLAINTS: usize = 2;
 
 impl<P> Advert<P> {
     /// Hops from the root of its tree.
@@ -143,15 +153,20 @@ pub enum Message<P> {
         /// Levels it has been passed down so far.
         hops: u8,
     },
-    /// Accepted as a child.
+    /// Accepted as a child. Until the child speaks to its new parent itself (it answers at once, with its advert),
+    /// the parent sends it no payload: a place handed down the tree on someone's behalf is only an offer.
     Accepted {
         /// The parent's advert (its path makes the child's).
         advert: Box<Advert<P>>,
+        /// The [`AttachRequest::nonce`] of the request this answers.
+        nonce: u64,
     },
     /// No place was found (or the asker would close a loop).
     Rejected {
         /// Why.
         reason: Refusal,
+        /// The [`AttachRequest::nonce`] of the request this answers.
+        nonce: u64,
     },
     /// The sender stops being our parent or child.
     Detach,
@@ -182,6 +197,13 @@ pub enum Message<P> {
     },
     /// Leaves the mesh neighbourhood.
     MeshLeave,
+    /// To the grandparent: its child `parent` took the sender as a child and then withheld the stream while the
+    /// rest of the tree delivered it (the sender has left it). A parent that hears this of one child from
+    /// [`WITHHELD_COMPLAINTS`] different peers lets that child go.
+    Withheld {
+        /// The parent that withheld.
+        parent: P,
+    },
     /// The sender holds these blocks of a segment (a bitmap; all set when whole).
     Have {
         /// The segment.
@@ -214,7 +236,42 @@ pub enum Message<P> {
     },
 }
 
+/// Which per-peer quota a message counts against (see [`crate::quota::limits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuotaClass {
+    /// Pulls: each may cost a block of upload.
+    Pulls,
+    /// Probes and mesh requests: each costs an answer with an advert.
+    Probes,
+    /// Attach requests passed down by a parent: a join burst or a repair sends many down one link.
+    Placements,
+    /// Everything else.
+    Control,
+}
+
+impl QuotaClass {
+    /// The quota of this class.
+    pub fn rate(self) -> crate::quota::Rate {
+        match self {
+            QuotaClass::Pulls => crate::quota::limits::PULLS,
+            QuotaClass::Probes => crate::quota::limits::PROBES,
+            QuotaClass::Placements => crate::quota::limits::PLACEMENTS,
+            QuotaClass::Control => crate::quota::limits::CONTROL,
+        }
+    }
+}
+
 impl<P> Message<P> {
+    /// The per-peer quota the message counts against.
+    pub fn quota_class(&self) -> QuotaClass {
+        match self {
+            Self::Want { .. } => QuotaClass::Pulls,
+            Self::Probe | Self::MeshJoin { .. } => QuotaClass::Probes,
+            Self::Place { .. } => QuotaClass::Placements,
+            _ => QuotaClass::Control,
+        }
+    }
+
     /// Approximate encoded size in bytes, for the control-overhead figure.
     pub fn wire_size(&self) -> usize {
         let advert = |a: &Advert<P>| {
@@ -228,13 +285,15 @@ impl<P> Message<P> {
         MESSAGE_OVERHEAD_BYTES
             + match self {
                 Self::Probe | Self::Detach | Self::MeshLeave | Self::Recruit => 0,
+                Self::Withheld { .. } => PEER_ID_BYTES,
                 Self::ProbeReply { advert: a, peers } => advert(a) + peers.len() * (PEER_ID_BYTES + 1),
-                Self::Attach(_) => 32,
-                Self::Place { .. } => 33 + PEER_ID_BYTES,
+                Self::Attach(_) => 41,
+                Self::Place { .. } => 42 + PEER_ID_BYTES,
                 Self::Displaced { .. } => PEER_ID_BYTES,
-                Self::Accepted { advert: a } | Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
+                Self::Accepted { advert: a, .. } => 9 + advert(a),
+                Self::Update { advert: a } | Self::MeshJoin { advert: a } => advert(a),
                 Self::MeshReply { advert: a, .. } => 1 + advert(a),
-                Self::Rejected { .. } => 1,
+                Self::Rejected { .. } => 10,
                 Self::Have { blocks, .. } | Self::Skip { blocks, .. } => {
                     12 + (128 - blocks.leading_zeros() as usize).div_ceil(8)
                 }

@@ -72,6 +72,7 @@
 mod closer;
 mod config;
 mod fetch;
+mod invariants;
 mod machine;
 mod mesh;
 mod message;
@@ -86,7 +87,8 @@ pub mod wire;
 pub use config::{BACKGROUND_SHARE, Config, Policy, Role};
 pub use machine::{BlockSource, Counters, Input, Output, PeerId, TreeMesh, UploadKind};
 pub use message::{
-    Advert, AttachRequest, MAX_FREE_ADVERTISED, MESSAGE_OVERHEAD_BYTES, Message, PEER_ID_BYTES, Refusal, SegmentInfo,
+    Advert, AttachRequest, MAX_CHILD_SLOTS, MAX_FREE_ADVERTISED, MESSAGE_OVERHEAD_BYTES, Message, PEER_ID_BYTES,
+    QuotaClass, Refusal, SegmentInfo, WITHHELD_COMPLAINTS,
 };
 pub use peers::MAX_KNOWN;
 pub use tree::MAX_DEPTH;

@@ -13,6 +13,8 @@
 
 use std::collections::VecDeque;
 
+use rand::Rng;
+
 use super::config::Role;
 use super::machine::{Attempt, Child, Parent, PeerId, TreeMesh};
 use super::message::{Advert, AttachRequest, MAX_FREE_ADVERTISED, Message, Refusal};
@@ -59,10 +61,15 @@ impl<P: PeerId> TreeMesh<P> {
     /// [`Self::attach_to`], saying whether we are an orphan asking its grandparent.
     fn ask_place(&mut self, id: P, max_depth: u8, orphan: bool) {
         let (from_seq, held) = self.push_from();
+        let nonce = self.rng.random::<u64>();
+        if let Some(previous) = self.attempt.take() {
+            self.given_up = Some((previous.nonce, previous.from_seq));
+        }
         self.attempt = Some(Attempt {
             id,
             from_seq,
             deadline: self.now + self.cfg.attach_timeout_s,
+            nonce,
         });
         let request = AttachRequest {
             from_seq,
@@ -72,6 +79,7 @@ impl<P: PeerId> TreeMesh<P> {
             stable: self.backbone,
             max_depth,
             orphan,
+            nonce,
         };
         self.send(id, Message::Attach(request));
     }
@@ -94,25 +102,48 @@ impl<P: PeerId> TreeMesh<P> {
         self.attach_to(root, (depth - JUMP_GAIN) as u8);
     }
 
-    /// An attach request from `joiner`, received directly (`hops` 0) or passed down by the parent.
-    pub(super) fn on_place(&mut self, joiner: P, request: AttachRequest, hops: u8) {
+    /// An attach request from `joiner`, received from it (`direct`) or passed down by the parent (`hops` levels so
+    /// far). A child taken on a request passed down gets no payload until it confirms (see [`Message::Accepted`]).
+    pub(super) fn on_place(&mut self, joiner: P, request: AttachRequest, hops: u8, direct: bool) {
+        let nonce = request.nonce;
         if let Some(child) = self.children.iter_mut().find(|c| c.id == joiner) {
             child.from_seq = request.from_seq;
+            child.confirmed |= direct;
             let advert = self.advert();
             self.send(
                 joiner,
                 Message::Accepted {
                     advert: Box::new(advert),
+                    nonce,
                 },
             );
+            if direct {
+                self.pump_uploads();
+            }
             return;
         }
         if joiner == self.me || self.path.contains(&joiner) {
             // The joiner is above us: taking it would close a loop.
-            self.send(joiner, Message::Rejected { reason: Refusal::Loop });
+            self.send(
+                joiner,
+                Message::Rejected {
+                    reason: Refusal::Loop,
+                    nonce,
+                },
+            );
             return;
         }
-        if self.recruit_arrived(joiner, request) || self.hold_orphan(joiner, request, hops) {
+        if self.shuns(joiner) {
+            self.send(
+                joiner,
+                Message::Rejected {
+                    reason: Refusal::Busy,
+                    nonce,
+                },
+            );
+            return;
+        }
+        if self.recruit_arrived(joiner, request, direct) || self.hold_orphan(joiner, request, direct) {
             return;
         }
         // A peer cut off from the broadcaster takes no newcomers until it is back: a place below it would be cut off
@@ -125,7 +156,7 @@ impl<P: PeerId> TreeMesh<P> {
             && self.can_link(request.reachable)
             && (self.spare_slots() > 0 || (backbone && self.make_room_for(joiner, request.stable)))
         {
-            self.accept(joiner, request);
+            self.accept(joiner, request, direct);
             return;
         }
         if usize::from(hops) < MAX_DEPTH
@@ -141,7 +172,13 @@ impl<P: PeerId> TreeMesh<P> {
             );
             return;
         }
-        self.send(joiner, Message::Rejected { reason: Refusal::Busy });
+        self.send(
+            joiner,
+            Message::Rejected {
+                reason: Refusal::Busy,
+                nonce,
+            },
+        );
     }
 
     /// The child to pass a request down to: the one whose room (for a leaf) or backbone place is shallowest and
@@ -162,7 +199,7 @@ impl<P: PeerId> TreeMesh<P> {
             .children
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.id != joiner)
+            .filter(|(_, c)| c.id != joiner && c.confirmed && !self.suspect(c.id))
             .filter_map(|(i, c)| {
                 // Leaf slots passed down since the child last advertised are counted off its count (a count at the
                 // cap stands for more than can be counted off).
@@ -190,8 +227,9 @@ impl<P: PeerId> TreeMesh<P> {
         Some(child.id)
     }
 
-    /// Takes `joiner` as a child and starts pushing to it.
-    pub(super) fn accept(&mut self, joiner: P, request: AttachRequest) {
+    /// Takes `joiner` as a child: queues what it asked for — at most the child queue's bound, the newest kept — and
+    /// starts pushing to it once it is `confirmed` (it asked us itself).
+    pub(super) fn accept(&mut self, joiner: P, request: AttachRequest, confirmed: bool) {
         let mut child = Child {
             id: joiner,
             from_seq: request.from_seq,
@@ -211,6 +249,8 @@ impl<P: PeerId> TreeMesh<P> {
             routed: 0,
             routed_at: 0.0,
             skips: VecDeque::new(),
+            confirmed,
+            taken_at: self.now,
         };
         child.skips.push_back((request.from_seq, request.held));
         for seg in self.window.iter().filter(|s| s.info.seq >= request.from_seq) {
@@ -225,16 +265,32 @@ impl<P: PeerId> TreeMesh<P> {
                 }
             }
         }
+        // Whatever the request asked for, a child's queue holds what it would hold of blocks pushed as they come.
+        let limit = self.child_queue_limit();
+        while child.queue.len() > limit {
+            child.queue.pop_front();
+        }
         self.children.push(child);
         let advert = self.advert();
         self.send(
             joiner,
             Message::Accepted {
                 advert: Box::new(advert),
+                nonce: request.nonce,
             },
         );
         self.pump_uploads();
         self.advertise_changes();
+    }
+
+    /// Blocks queued for one child at most: [`super::Config::child_queue_segments`] of the newest segment's.
+    pub(super) fn child_queue_limit(&self) -> usize {
+        let blocks = self
+            .window
+            .iter()
+            .next_back()
+            .map_or(1, |s| s.info.blocks(self.cfg.block_size));
+        (self.cfg.child_queue_segments * f64::from(blocks)).ceil() as usize
     }
 
     /// mTreebone's high-degree preemption: a full parent asked by a forwarder moves one of its leaf children under
@@ -258,13 +314,21 @@ impl<P: PeerId> TreeMesh<P> {
         true
     }
 
-    /// A place was found: `from` is the new parent. An answer to an attempt given up is taken if no parent came
-    /// meanwhile, and released otherwise.
-    pub(super) fn on_accepted(&mut self, from: P, advert: Advert<P>) {
-        let from_seq = match self.attempt.take() {
-            Some(attempt) => attempt.from_seq,
-            None if self.parent.is_none() => self.push_from().0,
-            None => {
+    /// A place was found: `from` is the new parent — if `nonce` is that of our request. An answer to an attempt given
+    /// up is taken if no parent came meanwhile, and released otherwise; an answer to no request of ours is released
+    /// (a peer that takes a child it was not asked for only offers: no payload flows until the child confirms).
+    pub(super) fn on_accepted(&mut self, from: P, advert: Advert<P>, nonce: u64) {
+        let from_seq = match (self.attempt, self.given_up) {
+            (Some(attempt), _) if attempt.nonce == nonce => {
+                self.attempt = None;
+                attempt.from_seq
+            }
+            (_, Some((given_up, _))) if given_up == nonce && self.parent.is_none() => {
+                self.given_up = None;
+                self.attempt = None;
+                self.push_from().0
+            }
+            _ => {
                 if self.parent.is_none_or(|p| p.id != from) {
                     self.send(from, Message::Detach);
                 }
@@ -275,8 +339,10 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(k) = self.peers.get_mut(from) {
             k.apply(&advert, now);
         }
-        if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
-            // Our own descendant (a loop), or too deep. Leave and look elsewhere.
+        let avoided = self.avoids(from);
+        if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH || avoided {
+            // Our own descendant (a loop), too deep, or a parent we just left for failing us. Leave and look
+            // elsewhere.
             self.send(from, Message::Detach);
             self.retry_attach_at = now + RETRY_ATTACH_S;
             return;
@@ -285,6 +351,7 @@ impl<P: PeerId> TreeMesh<P> {
             && old.id != from
         {
             self.send(old.id, Message::Detach);
+            self.former_parent = Some((old.id, now));
         }
         self.parent = Some(Parent {
             id: from,
@@ -293,6 +360,8 @@ impl<P: PeerId> TreeMesh<P> {
             last_block_at: now,
             last_block_seq: from_seq,
             gap_s: f64::from(self.cfg.block_size) / (self.cfg.child_rate_x * self.cfg.bitrate),
+            claims_rooted: advert.rooted,
+            cut_off_since: (!advert.rooted).then_some(now),
         });
         self.counters.parent_changes += 1;
         let mut path = advert.path;
@@ -309,7 +378,8 @@ impl<P: PeerId> TreeMesh<P> {
         for (seq, blocks) in covered {
             self.send(from, Message::Skip { seq, blocks });
         }
-        // The new parent learns our free slots (and those below us) at once.
+        // The new parent learns our free slots (and those below us) at once; this also confirms our place, and only
+        // then does it push.
         let rooms = self.rooms();
         self.advertised_room = rooms;
         let advert = self.advert_with(rooms);
@@ -319,11 +389,23 @@ impl<P: PeerId> TreeMesh<P> {
                 advert: Box::new(advert),
             },
         );
+        // Requests it passed us before its answer came.
+        let held: Vec<(P, P, AttachRequest, u8)> = std::mem::take(&mut self.held_places).into();
+        for (sender, joiner, request, hops) in held {
+            if sender == from {
+                self.on_place(joiner, request, hops, false);
+            }
+        }
     }
 
-    /// No place: try again shortly (a move up just stays where it is).
-    pub(super) fn on_rejected(&mut self) {
-        if self.attempt.take().is_some() && self.parent.is_none() {
+    /// No place: try again shortly (a move up just stays where it is). Only an answer to our request counts.
+    pub(super) fn on_rejected(&mut self, nonce: u64) {
+        if self.attempt.is_none_or(|a| a.nonce != nonce) {
+            return;
+        }
+        self.attempt = None;
+        self.held_places.clear();
+        if self.parent.is_none() {
             self.retry_attach_at = self.now + RETRY_ATTACH_S;
         }
     }
@@ -333,7 +415,9 @@ impl<P: PeerId> TreeMesh<P> {
         if self.parent.is_none_or(|p| p.id != from) {
             return;
         }
-        self.parent = None;
+        if let Some(old) = self.parent.take() {
+            self.former_parent = Some((old.id, self.now));
+        }
         self.set_path(Vec::new(), false);
         if self.attempt.is_none() {
             self.attach_to(try_instead, MAX_DEPTH as u8);

@@ -76,7 +76,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Takes the recruit's own attach request into the kept slot and hands it the held orphans. Returns whether
     /// `joiner` was the recruit and was taken (if it can no longer be, the orphans are placed as any request).
-    pub(super) fn recruit_arrived(&mut self, joiner: P, request: AttachRequest) -> bool {
+    pub(super) fn recruit_arrived(&mut self, joiner: P, request: AttachRequest, direct: bool) -> bool {
         if self.recruiting.as_ref().is_none_or(|r| r.id != joiner) {
             return false;
         }
@@ -86,7 +86,7 @@ impl<P: PeerId> TreeMesh<P> {
             self.release_held(recruit.held);
             return false;
         }
-        self.accept(joiner, request);
+        self.accept(joiner, request, direct);
         // Sent after the acceptance, over the same link: the recruit knows its new place when they come.
         for (orphan, request) in recruit.held {
             self.send(
@@ -102,9 +102,9 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     /// Holds an orphan's request (asked of us directly) while a recruit is on its way. Returns whether it did.
-    pub(super) fn hold_orphan(&mut self, joiner: P, request: AttachRequest, hops: u8) -> bool {
+    pub(super) fn hold_orphan(&mut self, joiner: P, request: AttachRequest, direct: bool) -> bool {
         match self.recruiting.as_mut() {
-            Some(r) if request.orphan && hops == 0 && r.held.len() < MAX_HELD => {
+            Some(r) if request.orphan && direct && r.held.len() < MAX_HELD => {
                 r.held.push((joiner, request));
                 true
             }
@@ -123,7 +123,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     fn release_held(&mut self, held: Vec<(P, AttachRequest)>) {
         for (orphan, request) in held {
-            self.on_place(orphan, request, 0);
+            self.on_place(orphan, request, 0, true);
         }
     }
 

@@ -2,9 +2,11 @@
 //! arrive (cut-through: a block goes on as soon as it is verified, never waiting for its segment).
 
 use super::config::Role;
+use super::machine::{MAX_COMPLAINTS, Suspicion};
 use super::machine::{PeerId, TreeMesh};
-use super::message::{Advert, Message, SegmentInfo};
+use super::message::{Advert, Message, SegmentInfo, WITHHELD_COMPLAINTS};
 use super::peers::OptTime;
+use crate::score::Offence;
 
 /// Longest path a tree may have: deeper is refused (a bound on adverts, and a backstop against a loop that forms
 /// in a race faster than the path checks can see it).
@@ -15,6 +17,23 @@ pub(super) const UNMEASURED_LATENCY_S: f64 = 0.1;
 pub(super) const RETRY_AFTER_S: f64 = 10.0;
 /// Pushed segments rescued from the mesh this many times in a row make a parent one to replace.
 const STRIKES_TO_REPLACE: u8 = 2;
+/// A parent silent this many segment durations when it is replaced for being late is suspected of withholding the
+/// stream (an honest parent that is late still sends what it has).
+pub(super) const WITHHELD_SILENCE_SEGMENTS: f64 = 1.0;
+/// A peer whose parent has sent nothing for this many segment durations says it is not fed (the stream comes a
+/// block every tenth of a segment from a parent that has it).
+const STARVING_SEGMENTS: f64 = 1.0;
+/// A suspect's answer to a probe is waited for this long.
+pub(super) const SUSPICION_S: f64 = 2.0;
+/// Complaints of withholding count this long (a few segments: the children of one withholder notice it within the
+/// same two or three segments).
+pub(super) const COMPLAINTS_WINDOW_S: f64 = 30.0;
+/// A child let go for withholding is refused as a child this long.
+const SHUN_S: f64 = 600.0;
+/// Peers refused as children at once, at most.
+const MAX_SHUNNED: usize = 16;
+/// Peers taken from one probe's answer at most (an honest peer names four).
+const EXCHANGED_TAKEN: usize = 8;
 
 impl<P: PeerId> TreeMesh<P> {
     pub(super) fn on_join(
@@ -122,15 +141,18 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     pub(super) fn on_probe_reply(&mut self, from: P, advert: Advert<P>, peers: Vec<(P, bool)>) {
+        self.settle_suspicion(from, &advert);
         let now = self.now;
-        let pinned = self.pinned_fn();
-        if let Some(k) = self.peers.entry(from, advert.reachable, now, pinned) {
-            if let Some(asked) = k.asked_at.take() {
-                k.latency = OptTime::some((now - asked) / 2.0);
-            }
-            k.apply(&advert, now);
+        // An answer is taken from a peer we know (we probed it, or it is a neighbour): a stranger's unasked "answer"
+        // would only fill the table with the peers it names.
+        let Some(k) = self.peers.get_mut(from) else {
+            return;
+        };
+        if let Some(asked) = k.asked_at.take() {
+            k.latency = OptTime::some((now - asked) / 2.0);
         }
-        for (id, reachable) in peers {
+        k.apply(&advert, now);
+        for (id, reachable) in peers.into_iter().take(EXCHANGED_TAKEN) {
             if id != self.me && self.can_link(reachable) {
                 let pinned = self.pinned_fn();
                 self.peers.entry(id, reachable, now, pinned);
@@ -185,11 +207,27 @@ impl<P: PeerId> TreeMesh<P> {
             k.spare = 0;
             k.not_before = until;
         }
+        // Remembered apart from the table too (it may not hold the peer): a request passed down the tree can land
+        // on it again.
+        let now = self.now;
+        self.avoiding.retain(|(p, t)| *p != id && *t > now);
+        if self.avoiding.len() >= MAX_SHUNNED {
+            self.avoiding.pop_front();
+        }
+        self.avoiding.push_back((id, until));
+    }
+
+    /// Whether `id` is a parent we left lately for failing us.
+    pub(super) fn avoids(&self, id: P) -> bool {
+        self.avoiding.iter().any(|(p, until)| *p == id && *until > self.now)
     }
 
     pub(super) fn on_detach(&mut self, from: P) {
+        let was_child = self.children.iter().any(|c| c.id == from);
         self.children.retain(|c| c.id != from);
-        self.advertise_changes();
+        if was_child {
+            self.advertise_changes();
+        }
         if self.parent.is_some_and(|p| p.id == from) {
             self.avoid(from);
             self.lose_parent();
@@ -202,6 +240,9 @@ impl<P: PeerId> TreeMesh<P> {
             k.apply(&advert, now);
         }
         if let Some(c) = self.children.iter_mut().find(|c| c.id == from) {
+            // The child speaks to us itself: its place is confirmed, and payload may flow.
+            let confirmed = !c.confirmed;
+            c.confirmed = true;
             c.spare = advert.spare_slots;
             c.backbone = advert.backbone;
             c.capable = advert.forwards;
@@ -214,6 +255,9 @@ impl<P: PeerId> TreeMesh<P> {
             c.free = advert.free;
             c.routed = 0;
             self.advertise_changes();
+            if confirmed {
+                self.pump_uploads();
+            }
         }
         if self.parent.is_some_and(|p| p.id == from) {
             if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH {
@@ -221,16 +265,28 @@ impl<P: PeerId> TreeMesh<P> {
                 self.avoid(from);
                 self.lose_parent();
             } else {
+                let mut starving = false;
+                let now = self.now;
+                if let Some(parent) = self.parent.as_mut() {
+                    parent.claims_rooted = advert.rooted;
+                    parent.cut_off_since = match (advert.rooted, parent.cut_off_since) {
+                        (true, _) => None,
+                        (false, since) => Some(since.unwrap_or(now)),
+                    };
+                    starving = parent.strikes > 0;
+                }
                 let mut path = advert.path;
                 path.push(from);
-                self.set_path(path, advert.rooted);
+                self.set_path(path, advert.rooted && !starving);
             }
         }
     }
 
     /// The parent is gone: cut off until a new one accepts; children hear that we are cut off.
     pub(super) fn lose_parent(&mut self) {
-        self.parent = None;
+        if let Some(old) = self.parent.take() {
+            self.former_parent = Some((old.id, self.now));
+        }
         // The grandparent just lost a child, so it has a free slot (or, full again, will point down its tree):
         // the orphan asks it first.
         let grandparent = self.path.len().checked_sub(2).map(|i| (self.path[i], i, self.rooted));
@@ -404,15 +460,142 @@ impl<P: PeerId> TreeMesh<P> {
         self.pump_uploads();
     }
 
-    /// A pushed segment had to be rescued: a strike against the parent; enough of them replace it.
-    pub(super) fn strike_parent(&mut self) {
+    /// A pushed segment had to be rescued: a strike against the parent; enough of them replace it. A parent that
+    /// said it was connected to the broadcaster while the segments it failed to push were around us withheld them:
+    /// it is reported, and its own parent is told (see [`Message::Withheld`]).
+    pub(super) fn strike_parent(&mut self, seq: u64) {
+        let now = self.now;
         let Some(parent) = self.parent.as_mut() else { return };
         parent.strikes += 1;
-        if parent.strikes >= STRIKES_TO_REPLACE {
-            let id = parent.id;
-            self.send(id, Message::Detach);
-            self.avoid(id);
-            self.lose_parent();
+        let (id, strikes, claims_rooted) = (parent.id, parent.strikes, parent.claims_rooted);
+        // A parent that says it is connected and has sent nothing at all for longer than a slow or overloaded parent
+        // goes quiet (it sends what it has, late) is asked where it stands: if it says it is fed and holds the
+        // segment it did not push us, it withheld it (see `settle_suspicion`).
+        let silent_s = now - parent.last_block_at;
+        let mute = silent_s >= WITHHELD_SILENCE_SEGMENTS * self.cfg.segment_s;
+        if claims_rooted && mute && self.suspicion.is_none() {
+            let grandparent = self.path.len().checked_sub(2).map(|i| self.path[i]);
+            self.suspicion = Some(Suspicion {
+                parent: id,
+                grandparent,
+                since: now,
+                seq,
+            });
+            self.send(id, Message::Probe);
         }
+        // A parent that says it is connected and has sent nothing at all for a whole segment is not slow but stopped:
+        // it is left at once.
+        if strikes < STRIKES_TO_REPLACE && !(claims_rooted && mute) {
+            if strikes == 1 {
+                // Starving: our subtree hears that we are cut off for now, so that it neither takes newcomers nor
+                // blames us for what our parent does not send.
+                self.set_path(self.path.clone(), false);
+            }
+            return;
+        }
+        self.leave_parent(id);
+    }
+
+    /// Lets a failing parent go, and looks for another.
+    fn leave_parent(&mut self, id: P) {
+        self.send(id, Message::Detach);
+        self.avoid(id);
+        self.lose_parent();
+    }
+
+    /// The answer of a parent we left suspecting it of withholding: one that says it is connected and fed, and holds
+    /// whole the segment it did not push us, withheld it — and so did one that does not answer at all within
+    /// [`SUSPICION_S`] (an honest peer answers a probe at once): it is reported, and its own parent is told (see
+    /// [`Message::Withheld`]). A parent that is itself behind or cut off says so, and is not blamed.
+    pub(super) fn settle_suspicion(&mut self, from: P, advert: &Advert<P>) {
+        let Some(suspicion) = self.suspicion.filter(|s| s.parent == from) else {
+            return;
+        };
+        self.suspicion = None;
+        if advert.rooted && advert.newest.is_some_and(|n| n >= suspicion.seq) {
+            self.blame_withholder(from, suspicion.grandparent);
+        }
+    }
+
+    /// A suspect that did not answer in time is taken to have withheld.
+    pub(super) fn expire_suspicion(&mut self) {
+        if let Some(suspicion) = self.suspicion
+            && suspicion.since + SUSPICION_S <= self.now
+        {
+            self.suspicion = None;
+            self.blame_withholder(suspicion.parent, suspicion.grandparent);
+        }
+    }
+
+    fn blame_withholder(&mut self, parent: P, grandparent: Option<P>) {
+        self.misbehaved(parent, Offence::Withholding);
+        if let Some(grandparent) = grandparent {
+            self.send(grandparent, Message::Withheld { parent });
+        }
+        if self.parent.is_some_and(|p| p.id == parent) {
+            self.leave_parent(parent);
+        }
+    }
+
+    /// Whether our parent has sent nothing for long enough that we are not being fed (a probe's answer says so: a
+    /// child that suspects us of withholding asks).
+    pub(super) fn starving(&self) -> bool {
+        self.parent
+            .is_some_and(|p| self.now - p.last_block_at >= STARVING_SEGMENTS * self.cfg.segment_s)
+    }
+
+    /// A peer says our child `accused` withheld the stream from it. The child gets no more requests passed down
+    /// while the complaint stands ([`COMPLAINTS_WINDOW_S`]); once [`WITHHELD_COMPLAINTS`] different peers have said
+    /// so, it is let go and refused for a while (one complaint could be a lie; a withholder that keeps its place keeps
+    /// drawing the joiners our subtree's room attracts). Its subtree's orphans are then placed as a lost forwarder's
+    /// are.
+    pub(super) fn on_withheld(&mut self, from: P, accused: P) {
+        if from == accused || !self.children.iter().any(|c| c.id == accused) {
+            return;
+        }
+        let now = self.now;
+        self.complaints.retain(|(_, _, at)| now - *at <= COMPLAINTS_WINDOW_S);
+        if self.complaints.iter().any(|(c, a, _)| *c == from && *a == accused) {
+            return;
+        }
+        if self.complaints.len() >= MAX_COMPLAINTS {
+            self.complaints.pop_front();
+        }
+        self.complaints.push_back((from, accused, now));
+        let against = self.complaints.iter().filter(|(_, a, _)| *a == accused).count();
+        if against < WITHHELD_COMPLAINTS {
+            return;
+        }
+        self.complaints.retain(|(_, a, _)| *a != accused);
+        let forwarder = self.children.iter().any(|c| c.id == accused && c.capable);
+        self.children.retain(|c| c.id != accused);
+        self.send(accused, Message::Detach);
+        self.shun(accused);
+        if forwarder {
+            self.recruit_for_orphans();
+        }
+        self.advertise_changes();
+    }
+
+    /// Whether a complaint of withholding against `child` stands: requests are not passed down to it meanwhile.
+    pub(super) fn suspect(&self, child: P) -> bool {
+        self.complaints
+            .iter()
+            .any(|(_, a, at)| *a == child && self.now - *at <= COMPLAINTS_WINDOW_S)
+    }
+
+    /// Refuses `peer` as a child for [`SHUN_S`].
+    pub(super) fn shun(&mut self, peer: P) {
+        let until = self.now + SHUN_S;
+        self.shunned.retain(|(p, t)| *p != peer && *t > until - SHUN_S);
+        if self.shunned.len() >= MAX_SHUNNED {
+            self.shunned.pop_front();
+        }
+        self.shunned.push_back((peer, until));
+    }
+
+    /// Whether `peer` is refused as a child now.
+    pub(super) fn shuns(&self, peer: P) -> bool {
+        self.shunned.iter().any(|(p, until)| *p == peer && *until > self.now)
     }
 }

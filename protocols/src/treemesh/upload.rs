@@ -54,7 +54,7 @@ impl<P: PeerId> TreeMesh<P> {
             for k in 0..n {
                 let i = (self.next_turn + k) % n;
                 let c = &self.children[i];
-                if c.capable == backbone && !c.in_flight && !c.queue.is_empty() {
+                if c.capable == backbone && c.confirmed && !c.in_flight && !c.queue.is_empty() {
                     self.next_turn = i + 1;
                     return Some(i);
                 }

@@ -99,6 +99,12 @@ impl Window {
         if info.seq < self.base {
             return false;
         }
+        // A jump past the whole window (a stream that restarted its numbering far ahead) starts the window afresh
+        // rather than filling the gap: the window never holds more than `keep` slots.
+        if info.seq - self.base >= 2 * keep.max(1) {
+            self.slots.clear();
+            self.base = info.seq;
+        }
         let i = (info.seq - self.base) as usize;
         if i >= self.slots.len() {
             self.slots.resize(i + 1, None);
@@ -150,6 +156,11 @@ impl Window {
         } else {
             (&[], &b[skip - a.len()..])
         }
+    }
+
+    /// Slots held (known segments and the gaps between them).
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
     }
 
     /// The newest and the oldest segment held whole.

@@ -52,7 +52,7 @@ use bytes::Bytes;
 use libp2p_identity::PeerId;
 use prost::Message as _;
 
-use super::message::{Advert, AttachRequest, MAX_FREE_ADVERTISED, Message, Refusal, SegmentInfo};
+use super::message::{Advert, AttachRequest, MAX_CHILD_SLOTS, MAX_FREE_ADVERTISED, Message, Refusal, SegmentInfo};
 use super::tree::MAX_DEPTH;
 use super::window::MAX_BLOCKS;
 use crate::WireError;
@@ -208,9 +208,13 @@ fn encode_message(message: &Message<PeerId>) -> pc::Kind {
             request: Some(encode_attach(request)),
             hops: u32::from(*hops),
         }),
-        Message::Accepted { advert } => pc::Kind::Accepted(with_advert(advert)),
-        Message::Rejected { reason } => pc::Kind::Rejected(pc::Rejected {
+        Message::Accepted { advert, nonce } => pc::Kind::Accepted(pc::Accepted {
+            advert: Some(encode_advert(advert)),
+            nonce: *nonce,
+        }),
+        Message::Rejected { reason, nonce } => pc::Kind::Rejected(pc::Rejected {
             reason: encode_refusal(*reason),
+            nonce: *nonce,
         }),
         Message::Detach => pc::Kind::Detach(pc::Empty {}),
         Message::Recruit => pc::Kind::Recruit(pc::Empty {}),
@@ -224,6 +228,9 @@ fn encode_message(message: &Message<PeerId>) -> pc::Kind {
             advert: Some(encode_advert(advert)),
         }),
         Message::MeshLeave => pc::Kind::MeshLeave(pc::Empty {}),
+        Message::Withheld { parent } => pc::Kind::Withheld(pc::Withheld {
+            parent: encode_peer(*parent),
+        }),
         Message::Have { segment, blocks } => pc::Kind::Have(pc::Have {
             segment: Some(encode_segment(*segment)),
             blocks: Some(encode_bitmap(*blocks)),
@@ -281,6 +288,7 @@ fn encode_attach(request: &AttachRequest) -> pc::AttachRequest {
         stable: request.stable,
         max_depth: u32::from(request.max_depth),
         orphan: request.orphan,
+        nonce: request.nonce,
     }
 }
 
@@ -341,9 +349,11 @@ fn decode_message(kind: pc::Kind) -> Result<Message<PeerId>, WireError> {
         },
         pc::Kind::Accepted(a) => Message::Accepted {
             advert: decode_advert(a.advert)?,
+            nonce: a.nonce,
         },
         pc::Kind::Rejected(r) => Message::Rejected {
             reason: decode_refusal(r.reason)?,
+            nonce: r.nonce,
         },
         pc::Kind::Detach(_) => Message::Detach,
         pc::Kind::Recruit(_) => Message::Recruit,
@@ -361,6 +371,9 @@ fn decode_message(kind: pc::Kind) -> Result<Message<PeerId>, WireError> {
             advert: decode_advert(r.advert)?,
         },
         pc::Kind::MeshLeave(_) => Message::MeshLeave,
+        pc::Kind::Withheld(w) => Message::Withheld {
+            parent: decode_peer(&w.parent)?,
+        },
         pc::Kind::Have(h) => {
             let segment = h.segment.ok_or(WireError::MissingField("segment"))?;
             Message::Have {
@@ -444,10 +457,11 @@ fn decode_attach(request: Option<pc::AttachRequest>) -> Result<AttachRequest, Wi
         from_seq: request.from_seq,
         held: decode_bitmap(request.held)?,
         reachable: request.reachable,
-        slots: request.slots,
+        slots: decode_max("slots", request.slots, MAX_CHILD_SLOTS)?,
         stable: request.stable,
         max_depth: decode_u8("max_depth", request.max_depth)?,
         orphan: request.orphan,
+        nonce: request.nonce,
     })
 }
 
@@ -464,8 +478,8 @@ fn decode_advert(advert: Option<pc::Advert>) -> Result<Box<Advert<PeerId>>, Wire
         rooted: a.rooted,
         backbone: a.backbone,
         forwards: a.forwards,
-        spare_slots: a.spare_slots,
-        leaf_children: a.leaf_children,
+        spare_slots: decode_max("spare_slots", a.spare_slots, MAX_CHILD_SLOTS)?,
+        leaf_children: decode_max("leaf_children", a.leaf_children, MAX_CHILD_SLOTS)?,
         reachable: a.reachable,
         newest: a.newest,
         oldest: a.oldest,

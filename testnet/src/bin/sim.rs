@@ -94,6 +94,7 @@ fn run_scenario() -> Result<()> {
                             "mesh_degree" => c.mesh_degree = v as usize,
                             "startup_s" => c.startup_s = v,
                             "silence_s" => c.silence_s = v,
+                            "pull_timeout_s" => c.pull_timeout_s = v,
                             "recruit_timeout_s" => c.recruit_timeout_s = v,
                             "closer_after_s" => c.closer_after_s = v,
                             "closer_gain_s" => c.closer_gain_s = v,

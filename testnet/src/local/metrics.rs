@@ -117,6 +117,7 @@ pub fn report(scenario: &Scenario, inputs: &Inputs) -> Report {
         wall_s: inputs.wall_s,
         peak_rss_mb: inputs.peak_rss_mb,
         events: 0,
+        adversaries: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Protocols as the simulator drives them.
 
+mod adversary;
 mod cdn_only;
 mod gossipsub_flood;
 mod slab;

@@ -6,12 +6,16 @@
 //! sample of present viewers and the broadcaster, answered after [`DISCOVERY_S`]. A viewer that leaves is noticed by
 //! the peers it was linked with after [`LEAVE_NOTICED_S`]; two NAT-ed peers cannot reach each other at all.
 
+use rand::Rng;
+use streamrp2p_protocols::score::Offence;
 use streamrp2p_protocols::treemesh::{
-    BlockSource, Config, Input, Message, Output, Role, SegmentInfo, TreeMesh, UploadKind,
+    AttachRequest, BlockSource, Config, Input, Message, Output, Role, SegmentInfo, TreeMesh, UploadKind,
 };
 
+use super::adversary::{Adversarial, SYBIL_BASE};
 use super::slab::Slab;
 use crate::network::{Finished, NodeId};
+use crate::scenario::Behaviour;
 use crate::sim::{Core, Next, Source, Strategy};
 
 thread_local! {
@@ -50,10 +54,26 @@ const BLOCK_HEADER_BYTES: usize = 48;
 const RANGE_REQUEST_BYTES: usize = 200;
 
 enum InFlight {
-    Message { from: u32, to: u32, message: Message<u32> },
-    Announce { to: u32, segment: SegmentInfo },
-    Discovery { to: u32 },
-    Gone { to: u32, peer: u32 },
+    Message {
+        from: u32,
+        to: u32,
+        message: Message<u32>,
+    },
+    Announce {
+        to: u32,
+        segment: SegmentInfo,
+    },
+    Discovery {
+        to: u32,
+    },
+    Gone {
+        to: u32,
+        peer: u32,
+    },
+    /// An adversary's next lie is due.
+    Lie {
+        adversary: u32,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -63,6 +83,8 @@ struct Transfer {
     segment: SegmentInfo,
     block: u16,
     kind: Option<UploadKind>,
+    /// An adversary's block that fails its CID.
+    junk: bool,
 }
 
 /// The tree-mesh strategy.
@@ -95,6 +117,8 @@ pub struct TreeMeshSim {
     check_wakeups: bool,
     /// The viewer whose every input and output is printed (`SIM_TRACE=index`, with `SIM_DEBUG`).
     trace: Option<u32>,
+    /// The scenario's adversaries and the honest nodes' defences, when it has any.
+    adversarial: Option<Box<Adversarial>>,
 }
 
 impl Default for TreeMeshSim {
@@ -126,6 +150,7 @@ impl TreeMeshSim {
             debug: std::env::var_os("SIM_DEBUG").is_some(),
             check_wakeups: false,
             trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
+            adversarial: None,
         }
     }
 
@@ -158,7 +183,12 @@ impl TreeMeshSim {
     }
 
     fn nat(&self, peer: u32) -> bool {
-        peer != BROADCASTER && self.nat[peer as usize]
+        peer != BROADCASTER && self.nat.get(peer as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether `peer` is a viewer in the stream now (not a made-up identity, not gone).
+    fn alive(&self, peer: u32) -> bool {
+        peer == BROADCASTER || self.alive.get(peer as usize).copied().unwrap_or(false)
     }
 
     fn machine(&mut self, peer: u32) -> Option<&mut TreeMesh<u32>> {
@@ -245,8 +275,8 @@ impl TreeMeshSim {
                     }
                     MSG_COUNTS.with(|c| *c.borrow_mut().entry(name).or_insert(0u64) += 1);
                 }
-                if self.nat(peer) && self.nat(to) {
-                    // Neither side can take the connection: the message never arrives.
+                if self.nat(peer) && self.nat(to) || self.adversarial.as_ref().is_some_and(|a| a.cut(peer, to)) {
+                    // Neither side can take the connection (or one banned the other): the message never arrives.
                     core.bytes.control += bytes as f64;
                     return;
                 }
@@ -264,8 +294,9 @@ impl TreeMeshSim {
                 } else {
                     UploadKind::Serve
                 };
-                if to != BROADCASTER && !self.alive[to as usize] {
-                    // The receiver is gone: the upload fails at once.
+                let withheld = self.withholding(core, peer, to, kind);
+                if withheld || !self.alive(to) || self.adversarial.as_ref().is_some_and(|a| a.cut(peer, to)) {
+                    // The receiver is gone (or banned it, or the sender withholds): the upload ends at once.
                     self.feed(core, peer, Input::Uploaded { to, kind });
                     return;
                 }
@@ -277,6 +308,7 @@ impl TreeMeshSim {
                     segment,
                     block,
                     kind: Some(kind),
+                    junk: false,
                 });
                 let dst = Self::node(core, to);
                 core.push(src, dst, bytes, tag);
@@ -306,6 +338,7 @@ impl TreeMeshSim {
                     segment,
                     block,
                     kind: None,
+                    junk: false,
                 };
                 self.origin_fetches.insert(tag, transfer);
                 if let Some(old) = self.origin_tags.insert((peer, segment.seq, block), tag) {
@@ -327,6 +360,16 @@ impl TreeMeshSim {
                 core.set_timer(core.now + DISCOVERY_S, tag_message(tag));
             }
             Output::SegmentComplete(_) => {}
+            Output::Misbehaved {
+                peer: offender,
+                offence,
+            } => {
+                if self.debug {
+                    let name = format!("penalty-{}", offence.name());
+                    MSG_COUNTS.with(|c| *c.borrow_mut().entry(name).or_insert(0u64) += 1);
+                }
+                self.penalise(core, peer, offender, offence);
+            }
         }
     }
 
@@ -349,6 +392,14 @@ impl TreeMeshSim {
         let mut cfg = self.template(core);
         let v = &core.viewers[viewer];
         cfg.upload_capacity = v.upload_x * core.scenario.bitrate_bytes();
+        if let Some(a) = &self.adversarial
+            && a.role(viewer as u32)
+                .is_some_and(|r| r.behaviour == Behaviour::Withhold)
+        {
+            // What attracts children: the upload it says it has.
+            let claimed = a.config.as_ref().map_or(0.0, |c| c.claimed_upload_x);
+            cfg.upload_capacity = cfg.upload_capacity.max(claimed * core.scenario.bitrate_bytes());
+        }
         cfg.reachable = !v.nat;
         if let Some(shared) = self.configs.iter().find(|c| ***c == cfg) {
             return shared.clone();
@@ -356,6 +407,202 @@ impl TreeMeshSim {
         let shared = std::sync::Arc::new(cfg);
         self.configs.push(shared.clone());
         shared
+    }
+}
+
+impl TreeMeshSim {
+    /// Whether `peer` is a withholder that has started withholding; a block it keeps from an honest child `to` while
+    /// it says it is connected to the broadcaster is a lie to it (a pull it leaves unanswered only times out, as an
+    /// honest peer's may; a parent cut off has nothing to send, and says so).
+    fn withholding(&mut self, core: &Core, peer: u32, to: u32, kind: UploadKind) -> bool {
+        let rooted = self
+            .viewers
+            .get(peer as usize)
+            .and_then(|m| m.as_ref())
+            .is_some_and(|m| m.is_rooted());
+        let Some(adversarial) = self.adversarial.as_mut() else {
+            return false;
+        };
+        let withholds = adversarial
+            .role(peer)
+            .is_some_and(|r| r.behaviour == Behaviour::Withhold && r.active(core.now));
+        if self.debug && withholds && kind == UploadKind::Push {
+            if let Some(m) = self.viewers.get(peer as usize).and_then(|m| m.as_ref()) {
+                if m.depth().is_some_and(|d| d <= 2) {
+                    eprintln!(
+                        "{:.3}: withholder {peer} at depth {:?} with {} children",
+                        core.now,
+                        m.depth(),
+                        m.children().count()
+                    );
+                }
+            }
+        }
+        if withholds && kind == UploadKind::Push && rooted {
+            adversarial.withheld(to, peer, core.now, core.scenario.segment_s);
+        }
+        withholds
+    }
+
+    /// Honest node `node` penalises `offender` (as the node's peer manager does); a ban cuts them apart, and each
+    /// hears that the other is gone.
+    fn penalise(&mut self, core: &mut Core, node: u32, offender: u32, offence: Offence) {
+        let block = u64::from(core.scenario.block_size());
+        let Some(adversarial) = self.adversarial.as_mut() else {
+            return;
+        };
+        if adversarial.penalise(node, offender, offence, core.now, block) {
+            for (to, peer) in [(node, offender), (offender, node)] {
+                let tag = self.messages.insert(InFlight::Gone { to, peer });
+                core.set_timer(core.now, tag_message(tag));
+            }
+        }
+    }
+
+    /// An honest viewer other than `except`, drawn from those present.
+    fn honest_viewer(&self, core: &mut Core, except: u32) -> Option<u32> {
+        use rand::seq::IndexedRandom;
+        let adversarial = self.adversarial.as_ref()?;
+        (0..8)
+            .filter_map(|_| self.present.choose(&mut core.rng).copied())
+            .find(|v| *v != except && adversarial.honest(*v))
+    }
+
+    /// Sends `message` as `from` (an adversary, or one of its identities) to `to`.
+    fn send_as(&mut self, core: &mut Core, from: u32, to: u32, message: Message<u32>) {
+        let maker = if from >= SYBIL_BASE {
+            (from - SYBIL_BASE) >> 16
+        } else {
+            from
+        };
+        let (src, dst) = (Self::node(core, maker), Self::node(core, to));
+        let bytes = message.wire_size();
+        let tag = self.messages.insert(InFlight::Message { from, to, message });
+        core.send_message(src, dst, bytes, tag);
+    }
+
+    /// Adversary `adversary` tells its next lie, and sets the time of the one after.
+    fn lie(&mut self, core: &mut Core, adversary: u32) {
+        let now = core.now;
+        let Some(adversarial) = self.adversarial.as_ref() else {
+            return;
+        };
+        let Some(role) = adversarial.role(adversary).copied() else {
+            return;
+        };
+        if !self.alive(adversary) {
+            return;
+        }
+        let Some(rate) = adversarial.config.as_ref().map(|c| c.rate_per_s) else {
+            return;
+        };
+        let Some(newest) = core.newest_segment() else {
+            let tag = self.messages.insert(InFlight::Lie { adversary });
+            core.set_timer(now + 1.0 / rate, tag_message(tag));
+            return;
+        };
+        let pick = self.honest_viewer(core, adversary);
+        let adversarial = self.adversarial.as_mut().expect("checked above");
+        let Some(victim) = adversarial.victim(adversary, now, || pick) else {
+            let tag = self.messages.insert(InFlight::Lie { adversary });
+            core.set_timer(now + 1.0 / rate, tag_message(tag));
+            return;
+        };
+        let bytes = core.segment_info(newest).bytes;
+        let segment = |seq| SegmentInfo { seq, bytes };
+        match role.behaviour {
+            Behaviour::ForgedHave => {
+                // Near (evicts nothing, grows nothing: held until an entry that never comes) and far (a window the
+                // size of the number).
+                let ahead = if core.rng.random::<bool>() { 100 } else { 1u64 << 40 };
+                adversarial.lied(victim, adversary, now);
+                let message = Message::Have {
+                    segment: segment(newest + ahead),
+                    blocks: u128::MAX,
+                };
+                self.send_as(core, adversary, victim, message);
+            }
+            Behaviour::ForgedWant => {
+                adversarial.lied(victim, adversary, now);
+                let message = Message::Want {
+                    segment: segment(newest + (1u64 << 40)),
+                    block: 0,
+                };
+                self.send_as(core, adversary, victim, message);
+            }
+            Behaviour::ForgedPlace => {
+                // To its own children the Place is one a parent may send: only the third party's confirmation
+                // stands between it and the payload. To anyone else it is a lie.
+                let children: Vec<u32> = self
+                    .viewers
+                    .get(adversary as usize)
+                    .and_then(|m| m.as_ref())
+                    .map(|m| m.children().collect())
+                    .unwrap_or_default();
+                let victim = if !children.is_empty() && core.rng.random::<bool>() {
+                    children[core.rng.random_range(0..children.len())]
+                } else {
+                    self.adversarial
+                        .as_mut()
+                        .expect("checked above")
+                        .lied(victim, adversary, now);
+                    victim
+                };
+                let Some(third) = self.honest_viewer(core, victim) else {
+                    return;
+                };
+                let request = AttachRequest {
+                    from_seq: 0,
+                    held: 0,
+                    reachable: true,
+                    slots: 0,
+                    stable: false,
+                    max_depth: u8::MAX,
+                    orphan: false,
+                    nonce: core.rng.random(),
+                };
+                let message = Message::Place {
+                    joiner: third,
+                    request,
+                    hops: 1,
+                };
+                self.send_as(core, adversary, victim, message);
+            }
+            Behaviour::BadBlocks => {
+                adversarial.lied(victim, adversary, now);
+                let info = core.segment_info(newest);
+                let bytes = u64::from(info.block_bytes(0, core.scenario.block_size()));
+                let tag = self.transfers.insert(Transfer {
+                    from: Some(adversary),
+                    to: victim,
+                    segment: info,
+                    block: 0,
+                    kind: None,
+                    junk: true,
+                });
+                let (src, dst) = (Self::node(core, adversary), Self::node(core, victim));
+                core.push(src, dst, bytes, tag);
+            }
+            Behaviour::RequestFlood => {
+                adversarial.lied(victim, adversary, now);
+                let message = if core.rng.random::<bool>() {
+                    let info = core.segment_info(newest.saturating_sub(1));
+                    let block = core.rng.random_range(0..info.blocks(core.scenario.block_size()));
+                    Message::Want { segment: info, block }
+                } else {
+                    Message::Probe
+                };
+                self.send_as(core, adversary, victim, message);
+            }
+            Behaviour::ConnectionFlood => {
+                if let Some(sybil) = adversarial.sybil(adversary) {
+                    self.send_as(core, sybil, victim, Message::Probe);
+                }
+            }
+            Behaviour::Withhold => return,
+        }
+        let tag = self.messages.insert(InFlight::Lie { adversary });
+        core.set_timer(now + 1.0 / rate, tag_message(tag));
     }
 }
 
@@ -479,6 +726,18 @@ impl TreeMeshSim {
 impl Strategy for TreeMeshSim {
     fn on_join(&mut self, core: &mut Core, viewer: usize) {
         self.start_broadcaster(core);
+        if self.adversarial.is_none() {
+            self.adversarial = Some(Box::new(Adversarial::new(core.scenario.adversaries.clone())));
+        }
+        if let Some(adversarial) = self.adversarial.as_mut()
+            && let Some(role) = adversarial.joined(viewer, core.viewers[viewer].adversary, core.now)
+            && role.behaviour != Behaviour::Withhold
+        {
+            let tag = self.messages.insert(InFlight::Lie {
+                adversary: viewer as u32,
+            });
+            core.set_timer(role.from, tag_message(tag));
+        }
         let cfg = self.viewer_config(core, viewer);
         let id = viewer as u32;
         if self.viewers.len() <= viewer {
@@ -553,6 +812,9 @@ impl Strategy for TreeMeshSim {
 
     fn on_segment(&mut self, core: &mut Core, seq: u64) {
         self.start_broadcaster(core);
+        if let Some(adversarial) = self.adversarial.as_mut() {
+            adversarial.tidy(core.now);
+        }
         let info = core.segment_info(seq);
         self.feed(core, BROADCASTER, Input::Published(info));
         // The signed manifest entry floods the stream's gossipsub topic: every viewer hears of the segment a few
@@ -579,6 +841,10 @@ impl Strategy for TreeMeshSim {
         };
         let blocks = 1u128 << t.block;
         match (t.from, t.kind) {
+            (Some(_), None) if t.junk => {
+                let tag = self.transfers.insert(t);
+                core.deliver(finished.src, t.to as usize, t.segment.seq, blocks, Source::Junk, tag);
+            }
             (Some(from), Some(kind)) => {
                 if from != BROADCASTER {
                     core.viewers[from as usize].uploaded += finished.bytes as f64;
@@ -611,6 +877,16 @@ impl Strategy for TreeMeshSim {
             let kind = format!("dup-{:?}-k{k}-{:?}", t.kind, state.map(|s| (s.0, s.1)));
             MSG_COUNTS.with(|c| *c.borrow_mut().entry(kind).or_insert(0u64) += 1);
         }
+        if let (Some(sender), Some(adversarial)) = (t.from, self.adversarial.as_ref()) {
+            if adversarial.cut(sender, t.to) {
+                return;
+            }
+            if t.junk {
+                // It fails its CID: never handed to the machine, and the sender is banned.
+                self.penalise(core, t.to, sender, Offence::BadBlock);
+                return;
+            }
+        }
         let from = match t.from {
             Some(peer) => BlockSource::Peer(peer),
             None => BlockSource::Origin,
@@ -628,7 +904,30 @@ impl Strategy for TreeMeshSim {
 
     fn on_message(&mut self, core: &mut Core, tag: u64) {
         match self.messages.take(tag) {
-            Some(InFlight::Message { from, to, message }) => self.feed(core, to, Input::Message { from, message }),
+            Some(InFlight::Message { from, to, message }) => {
+                if let Some(adversarial) = self.adversarial.as_mut() {
+                    if adversarial.cut(from, to) {
+                        return;
+                    }
+                    // The receiver's connection limit and quotas, as the node keeps them.
+                    if let Err(offence) = adversarial.admit(to, from, message.quota_class(), core.now) {
+                        if self.debug && adversarial.honest(from) {
+                            let name = format!(
+                                "quota-{:?}-{}",
+                                message.quota_class(),
+                                format!("{message:?}").split([' ', '{', '(']).next().unwrap_or("")
+                            );
+                            MSG_COUNTS.with(|c| *c.borrow_mut().entry(name).or_insert(0u64) += 1);
+                        }
+                        if let Some(offence) = offence {
+                            self.penalise(core, to, from, offence);
+                        }
+                        return;
+                    }
+                }
+                self.feed(core, to, Input::Message { from, message })
+            }
+            Some(InFlight::Lie { adversary }) => self.lie(core, adversary),
             Some(InFlight::Discovery { to }) => {
                 let found = self.discover(core, to);
                 self.feed(core, to, Input::Candidates(found));
@@ -675,6 +974,13 @@ impl Strategy for TreeMeshSim {
                 m.hot_memory(|start, bytes| crate::prefetch::prefetch_bytes(start, bytes, 8));
             }
         }
+    }
+
+    fn adversary_figures(&self, core: &Core) -> Option<crate::report::AdversaryFigures> {
+        self.adversarial
+            .as_ref()
+            .filter(|_| core.scenario.adversaries.is_some())
+            .map(|a| a.figures())
     }
 
     fn on_timer(&mut self, core: &mut Core, tag: u64) {
