@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, noise, request_response, tcp, yamux};
-use streamrp2p_node::{CHUNK_PROTOCOL, ChunkCodec};
+use streamrp2p_node::{CHUNK_PROTOCOL, ChunkCodec, Received};
 use streamrp2p_protocols::Cid;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse};
 use streamrp2p_protocols::segment::BLOCK_SIZE;
@@ -76,7 +76,7 @@ async fn serve(mut server: Swarm<Bench>, blocks: HashMap<Cid, Bytes>, raw_payloa
         if let SwarmEvent::Behaviour(BenchEvent::Chunk(request_response::Event::Message {
             message:
                 request_response::Message::Request {
-                    request: ChunkRequest::Block(cid),
+                    request: Received::Valid(ChunkRequest::Block(cid)),
                     channel,
                     ..
                 },
@@ -99,7 +99,7 @@ async fn drive_client(mut client: Swarm<Bench>, mut requests: mpsc::Receiver<Blo
     loop {
         tokio::select! {
             Some((peer, cid, reply)) = requests.recv() => {
-                let id = client.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Block(cid));
+                let id = client.behaviour_mut().chunk.send_request(&peer, ChunkRequest::Block(cid).into());
                 waiting.insert(id, reply);
             }
             event = client.select_next_some() => {

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{SwarmBuilder, gossipsub, identify, kad, noise, request_response, tcp, yamux};
 use streamrp2p_node::{
-    CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, StreamId, TREEMESH_PROTOCOL, TreeMeshCodec,
-    sample,
+    CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, Received, StreamId, TREEMESH_PROTOCOL,
+    TreeMeshCodec, sample,
 };
 use streamrp2p_protocols::Keypair;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, ManifestResponse};
@@ -94,10 +94,10 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
     swarm.add_external_address(addr.clone());
     let b_addr = broadcaster.listen_addrs()[0].clone();
     swarm.behaviour_mut().kad.add_address(&broadcaster.peer_id(), b_addr);
-    swarm
-        .behaviour_mut()
-        .chunk
-        .send_request(&broadcaster.peer_id(), ChunkRequest::Manifest { stream, since_seq: 0 });
+    swarm.behaviour_mut().chunk.send_request(
+        &broadcaster.peer_id(),
+        ChunkRequest::Manifest { stream, since_seq: 0 }.into(),
+    );
     let mut manifest = loop {
         if let SwarmEvent::Behaviour(AdversaryBehaviourEvent::Chunk(request_response::Event::Message {
             message:
@@ -164,7 +164,8 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
                 _ => continue,
             };
             let response = match request {
-                ChunkRequest::Manifest { .. } => {
+                Received::Invalid(_) => continue,
+                Received::Valid(ChunkRequest::Manifest { .. }) => {
                     if matches!(lie, Lie::BadBlocks) && peer != broadcaster_id {
                         // As a parent would push it: the first block of segment 0, with its bytes flipped.
                         let entry = manifest.entries[0].entry();
@@ -180,13 +181,13 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
                             push: true,
                             data: vec![0xAB; len].into(),
                         };
-                        swarm.behaviour_mut().mesh.send_request(&peer, frame);
+                        swarm.behaviour_mut().mesh.send_request(&peer, frame.into());
                         c.bad_blocks_served.fetch_add(1, Ordering::SeqCst);
                     }
                     c.manifests_answered.fetch_add(1, Ordering::SeqCst);
                     ChunkResponse::Manifest(ManifestResponse { ..manifest.clone() })
                 }
-                ChunkRequest::Block(_) => {
+                Received::Valid(ChunkRequest::Block(_)) => {
                     c.bad_blocks_served.fetch_add(1, Ordering::SeqCst);
                     ChunkResponse::Block(vec![0xAB; 1000].into())
                 }

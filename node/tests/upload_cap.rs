@@ -62,7 +62,7 @@ async fn measured_upload_stays_within_5_percent_of_the_cap_over_a_minute() {
     let mut ask = |client: &mut libp2p::Swarm<request_response::Behaviour<ChunkCodec>>| {
         client
             .behaviour_mut()
-            .send_request(&peer, ChunkRequest::Block(cids[next % cids.len()]));
+            .send_request(&peer, ChunkRequest::Block(cids[next % cids.len()]).into());
         next += 1;
     };
     for _ in 0..IN_FLIGHT {

@@ -2,8 +2,9 @@
 //! machine can make up any number of peer ids, but not of addresses, so a crowd of identities behind one address
 //! (a connection flood, a Sybil swarm) gets only a household's share of this node's connections.
 //!
-//! Pending and established inbound connections both count, so a flood is refused before any handshake. Loopback
-//! addresses are exempt: a local testnet runs every node on one.
+//! Pending and established inbound connections both count, so a flood is refused before any handshake. The
+//! loopback addresses `127.0.0.1` and `::1` are exempt: a local testnet runs every node on one (the rest of
+//! `127.0.0.0/8` is not, so a test can flood from `127.0.0.2`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,6 +60,11 @@ impl Behaviour {
     }
 }
 
+/// Whether connections from `ip` are not counted: this host's own loopback address, where local testnets run.
+fn exempt(ip: &IpAddr) -> bool {
+    *ip == IpAddr::from([127, 0, 0, 1]) || *ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+}
+
 /// The IP address a multiaddr starts with.
 fn ip_of(address: &Multiaddr) -> Option<IpAddr> {
     match address.iter().next()? {
@@ -78,7 +84,7 @@ impl NetworkBehaviour for Behaviour {
         _local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(address) = ip_of(remote).filter(|ip| !ip.is_loopback()) else {
+        let Some(address) = ip_of(remote).filter(|ip| !exempt(ip)) else {
             return Ok(());
         };
         let open = self.by_address.entry(address).or_default();
@@ -156,9 +162,11 @@ mod tests {
         let refused = limits
             .handle_pending_inbound_connection(ids[2], &local, &remote("203.0.113.9"))
             .unwrap_err();
-        let reason = refused.downcast_ref::<TooManyFromAddress>().expect("refused by the address limit");
+        let reason = refused
+            .downcast_ref::<TooManyFromAddress>()
+            .expect("refused by the address limit");
         assert!(reason.to_string().contains("203.0.113.9"), "{reason}");
-        // Another address is not held up; loopback never is.
+        // Another address is not held up; this host's loopback address never is (but the rest of 127/8 is).
         assert!(
             limits
                 .handle_pending_inbound_connection(ids[2], &local, &remote("203.0.113.10"))
@@ -172,6 +180,20 @@ mod tests {
                     .is_ok()
             );
         }
+        for i in 30..32 {
+            let id = ConnectionId::new_unchecked(i);
+            assert!(
+                limits
+                    .handle_pending_inbound_connection(id, &local, &remote("127.0.0.2"))
+                    .is_ok()
+            );
+        }
+        let id = ConnectionId::new_unchecked(32);
+        assert!(
+            limits
+                .handle_pending_inbound_connection(id, &local, &remote("127.0.0.2"))
+                .is_err()
+        );
         // A connection that closes gives its place back.
         limits.release(ids[0]);
         assert!(

@@ -59,6 +59,51 @@ pub(super) async fn write_limited<T: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
+/// A request as a codec read it: the request, or why its bytes were refused.
+///
+/// libp2p's request-response reports no failure of its own for a request it could not read (the stream is just
+/// dropped), so the codecs hand an unreadable request to the node as [`Received::Invalid`], and the node penalises
+/// its sender. Requests are sent as [`Received::Valid`] (`request.into()`).
+#[derive(Debug)]
+pub enum Received<T> {
+    /// The request, decoded within every limit.
+    Valid(T),
+    /// The bytes broke a limit or did not decode.
+    Invalid(WireError),
+}
+
+impl<T> From<T> for Received<T> {
+    fn from(request: T) -> Self {
+        Self::Valid(request)
+    }
+}
+
+/// Reads a request of at most `max` bytes and decodes it with `decode`: an unreadable one is [`Received::Invalid`],
+/// and an I/O error (a stream that broke) stays an error.
+pub(super) async fn read_request<T, R>(
+    io: &mut R,
+    max: usize,
+    decode: impl FnOnce(bytes::Bytes) -> Result<T, WireError>,
+) -> io::Result<Received<T>>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    let bytes = match read_limited(io, max).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return match error.into_inner().map(|e| e.downcast::<WireError>()) {
+                Some(Ok(wire)) => Ok(Received::Invalid(*wire)),
+                Some(Err(other)) => Err(io::Error::other(other)),
+                None => Err(io::Error::other("stream failed")),
+            };
+        }
+    };
+    Ok(match decode(bytes.into()) {
+        Ok(request) => Received::Valid(request),
+        Err(wire) => Received::Invalid(wire),
+    })
+}
+
 /// The protocol violation behind an I/O error from [`ChunkCodec`], if that is what it was.
 pub fn wire_error(error: &io::Error) -> Option<&WireError> {
     error.get_ref().and_then(|inner| inner.downcast_ref::<WireError>())
@@ -85,15 +130,14 @@ pub(super) async fn write_all_and_close<T: AsyncWrite + Unpin + Send>(io: &mut T
 
 impl request_response::Codec for ChunkCodec {
     type Protocol = StreamProtocol;
-    type Request = ChunkRequest;
+    type Request = Received<ChunkRequest>;
     type Response = ChunkResponse;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<ChunkRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Received<ChunkRequest>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_limited(io, chunk::MAX_REQUEST_SIZE).await?;
-        ChunkRequest::decode(&bytes).map_err(invalid)
+        read_request(io, chunk::MAX_REQUEST_SIZE, |bytes| ChunkRequest::decode(&bytes)).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<ChunkResponse>
@@ -104,11 +148,14 @@ impl request_response::Codec for ChunkCodec {
         ChunkResponse::decode(&bytes).map_err(invalid)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: ChunkRequest) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Received<ChunkRequest>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_all_and_close(io, &req.encode()).await
+        match req {
+            Received::Valid(req) => write_all_and_close(io, &req.encode()).await,
+            Received::Invalid(error) => Err(invalid(error)),
+        }
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: ChunkResponse) -> io::Result<()>

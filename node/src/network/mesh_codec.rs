@@ -13,7 +13,7 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 use streamrp2p_protocols::treemesh::wire::{self, Frame};
 
-use super::codec::{invalid, read_limited, write_all_and_close, write_limited};
+use super::codec::{Received, invalid, read_limited, read_request, write_all_and_close, write_limited};
 use crate::throttle::UploadLimiter;
 
 /// The tree-mesh protocol's name as libp2p negotiates it.
@@ -47,16 +47,15 @@ pub struct Ack;
 
 impl request_response::Codec for TreeMeshCodec {
     type Protocol = StreamProtocol;
-    type Request = Frame;
+    type Request = Received<Frame>;
     type Response = Ack;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Received<Frame>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_limited(io, wire::MAX_FRAME_SIZE).await?;
         // Zero-copy: the block's bytes stay in the buffer read.
-        Frame::decode_bytes(bytes.into()).map_err(invalid)
+        read_request(io, wire::MAX_FRAME_SIZE, Frame::decode_bytes).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Ack>
@@ -67,10 +66,14 @@ impl request_response::Codec for TreeMeshCodec {
         Ok(Ack)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, frame: Frame) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, frame: Received<Frame>) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let frame = match frame {
+            Received::Valid(frame) => frame,
+            Received::Invalid(error) => return Err(invalid(error)),
+        };
         let bytes = frame.encode();
         match (&frame, &self.limiter) {
             (Frame::Block { .. }, Some(limiter)) => write_limited(io, &bytes, limiter).await,

@@ -22,7 +22,7 @@ use libp2p::{
 use streamrp2p_protocols::control::MAX_CONTROL_SIZE;
 use streamrp2p_protocols::quota::limits;
 
-pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, wire_error};
+pub use self::codec::{CHUNK_PROTOCOL, ChunkCodec, Received, wire_error};
 pub use self::mesh_codec::{Ack, TREEMESH_PROTOCOL, TreeMeshCodec};
 use crate::config::NodeConfig;
 use crate::throttle::UploadLimiter;

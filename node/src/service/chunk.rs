@@ -8,11 +8,12 @@ use libp2p::request_response::{self, InboundRequestId, OutboundFailure, Outbound
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, MANIFEST_RESPONSE_BUDGET, ManifestResponse};
 
 use crate::metrics::{EntryVia, Failure, Flow};
+use crate::network::Received;
 use crate::peer_manager::Request;
 use streamrp2p_protocols::score::Offence;
 
 impl Service {
-    pub(super) fn on_chunk_event(&mut self, event: request_response::Event<ChunkRequest, ChunkResponse>) {
+    pub(super) fn on_chunk_event(&mut self, event: request_response::Event<Received<ChunkRequest>, ChunkResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -20,6 +21,10 @@ impl Service {
                     request,
                     channel,
                 } => {
+                    let request = match request {
+                        Received::Valid(request) => request,
+                        Received::Invalid(error) => return self.penalize_invalid(peer, &error),
+                    };
                     let kind = match request {
                         ChunkRequest::Block(_) => Request::ChunkBlock,
                         ChunkRequest::Manifest { .. } => Request::Manifest,

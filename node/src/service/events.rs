@@ -147,7 +147,7 @@ impl Service {
             .swarm
             .behaviour_mut()
             .chunk
-            .send_request(&peer, ChunkRequest::Manifest { stream, since_seq });
+            .send_request(&peer, ChunkRequest::Manifest { stream, since_seq }.into());
         self.outbound.insert(id, (peer, Outbound::Manifest { stream }));
     }
 

@@ -18,7 +18,7 @@ use streamrp2p_protocols::treemesh::{
 
 use crate::mesh::Taken;
 use crate::metrics::{Failure, Flow};
-use crate::network::Ack;
+use crate::network::{Ack, Received};
 use crate::peer_manager::Request;
 use crate::status::MeshView;
 
@@ -130,7 +130,7 @@ impl Service {
             return;
         }
         let control = upload.is_none().then(|| frame.clone());
-        let id = self.swarm.behaviour_mut().mesh.send_request(&to, frame);
+        let id = self.swarm.behaviour_mut().mesh.send_request(&to, frame.into());
         self.mesh_out.insert(
             id,
             MeshOut {
@@ -141,11 +141,15 @@ impl Service {
         );
     }
 
-    pub(super) fn on_mesh_event(&mut self, event: request_response::Event<Frame, Ack>) {
+    pub(super) fn on_mesh_event(&mut self, event: request_response::Event<Received<Frame>, Ack>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let _ = self.swarm.behaviour_mut().mesh.send_response(channel, Ack);
+                    let request = match request {
+                        Received::Valid(frame) => frame,
+                        Received::Invalid(error) => return self.penalize_invalid(peer, &error),
+                    };
                     let kind = match &request {
                         Frame::Control { message, .. } => Request::Control(message.quota_class()),
                         Frame::Block { .. } => Request::Block,
@@ -256,7 +260,7 @@ impl Service {
             self.swarm.add_peer_address(peer, addr);
         }
         for (stream, frame) in queued {
-            let id = self.swarm.behaviour_mut().mesh.send_request(&peer, frame);
+            let id = self.swarm.behaviour_mut().mesh.send_request(&peer, frame.into());
             // Sent once more only: a second dial failure ends it.
             self.mesh_out.insert(
                 id,

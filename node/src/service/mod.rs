@@ -231,19 +231,22 @@ impl Service {
         tracing::debug!(%stream, seq, size, "segment complete");
     }
 
-    /// Penalises a peer whose message failed to decode (too large, malformed, forged), when that is what `error`
+    /// Penalises a peer whose answer failed to decode (too large, malformed, forged), when that is what `error`
     /// was: a stream that merely broke is nobody's fault.
     fn penalize_wire(&mut self, peer: PeerId, error: &std::io::Error) {
-        let Some(wire) = crate::network::wire_error(error) else {
-            return;
-        };
+        if let Some(wire) = crate::network::wire_error(error) {
+            self.penalize_invalid(peer, wire);
+        }
+    }
+
+    /// Penalises a peer that sent bytes that broke a limit or did not decode (a request or an answer).
+    fn penalize_invalid(&mut self, peer: PeerId, wire: &streamrp2p_protocols::WireError) {
         let kind = match wire {
             streamrp2p_protocols::WireError::TooLarge { .. } => Failure::Block,
             _ => Failure::Message,
         };
         self.shared.metrics.failed(kind);
-        let (offence, reason) = (wire.offence(), wire.to_string());
-        self.penalize(peer, offence, &reason);
+        self.penalize(peer, wire.offence(), wire);
     }
 
     /// Scores a peer's offence through the peer manager (and gossipsub's score with it); a ban disconnects it,
