@@ -15,9 +15,11 @@
 //! - [`report`]: the report JSON shared with real local testnet runs.
 //! - [`local`]: the local testnet — a scenario run for real, as node processes on loopback (`testnet local`).
 //! - [`flood`]: the gossipsub baseline on a real network (`flood_node`, `bench-gossipsub`).
+//! - [`adversary`]: the local testnet's adversaries (`adversary`), processes that lie to real nodes.
 //! - [`stats`]: percentiles and Jain's fairness index.
 #![deny(missing_docs)]
 
+pub mod adversary;
 pub mod flood;
 pub mod local;
 pub mod network;

@@ -81,6 +81,9 @@ pub struct AdversaryFigures {
     pub honest_penalised: std::collections::BTreeMap<String, u64>,
     /// Honest nodes banned by other honest nodes.
     pub honest_banned: u64,
+    /// Honest node processes that ended before the run stopped them (a real run only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honest_processes_died: Option<u32>,
 }
 
 impl Report {
@@ -101,7 +104,7 @@ impl Report {
             format!(
                 "\n  adversaries {}: lied to {} nodes, banned by {} ({} banned), ban delay p50/p95/max {} / {} / {} s\n  \
                  unsolicited payload max {} B per pair ({} B in all), connections refused {}, honest peers penalised \
-                 {:?}, banned {}",
+                 {:?}, banned {}{}",
                 a.adversaries,
                 a.lied_to,
                 a.banned,
@@ -114,6 +117,8 @@ impl Report {
                 a.connections_refused,
                 a.honest_penalised,
                 a.honest_banned,
+                a.honest_processes_died
+                    .map_or(String::new(), |n| format!("; honest processes that died: {n}")),
             )
         });
         format!(

@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 
 use super::process::{Process, peak_rss_mb};
 use super::segments::{self, Segments};
-use super::status::{NodeStatus, StreamStatus};
+use super::status::{NodeStatus, Penalty, StreamStatus};
+use crate::adversary::record::{Victim, write_victims};
 
 /// How long a status request may take before the node is skipped for that round.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -34,6 +35,10 @@ pub(crate) struct ViewerEntry {
     pub(crate) left: Option<Instant>,
     /// Its last status of the stream, and when the request for it was sent.
     pub(crate) last: Option<(Instant, StreamStatus)>,
+    /// Its first listen address (ending in `/p2p/<peer id>`), once read.
+    pub(crate) listen: Option<String>,
+    /// The peers it penalised most, as last read.
+    pub(crate) penalties: Vec<Penalty>,
 }
 
 /// What the testnet and its poller share.
@@ -46,6 +51,10 @@ pub(crate) struct Shared {
     pub(crate) broadcaster_gateway: String,
     pub(crate) broadcaster_pid: Option<u32>,
     pub(crate) broadcaster_last: Mutex<Option<StreamStatus>>,
+    /// The peers the broadcaster penalised most, as last read.
+    pub(crate) broadcaster_penalties: Mutex<Vec<Penalty>>,
+    /// Where the honest viewers are listed for the adversaries (`None`: no adversaries).
+    pub(crate) victims: Option<PathBuf>,
     pub(crate) viewers: Mutex<Vec<ViewerEntry>>,
     pub(crate) segments: Arc<Segments>,
     /// The largest peak resident memory seen of a node process, MiB.
@@ -60,6 +69,11 @@ impl Shared {
 
     /// Reads the stream's status on the node at `gateway`.
     pub(crate) async fn fetch_status(&self, gateway: &str) -> Result<Option<StreamStatus>> {
+        Ok(self.fetch_node(gateway).await?.stream(&self.stream).cloned())
+    }
+
+    /// Reads the whole status of the node at `gateway`.
+    pub(crate) async fn fetch_node(&self, gateway: &str) -> Result<NodeStatus> {
         let url = format!("{gateway}/api/status");
         let response = self
             .http
@@ -72,8 +86,7 @@ impl Shared {
             bail!("GET {url}: {}", response.status());
         }
         let body = response.bytes().await.with_context(|| format!("GET {url}"))?;
-        let status: NodeStatus = serde_json::from_slice(&body).with_context(|| format!("GET {url}: not a status"))?;
-        Ok(status.stream(&self.stream).cloned())
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: not a status"))
     }
 
     /// Reads viewer `index`'s status now and keeps it (unless a newer one arrived meanwhile).
@@ -86,17 +99,22 @@ impl Shared {
             }
         };
         let asked = Instant::now();
-        if let Ok(Some(status)) = self.fetch_status(&gateway).await {
-            self.keep(index, asked, status);
+        if let Ok(node) = self.fetch_node(&gateway).await {
+            self.keep(index, asked, node);
         }
     }
 
-    fn keep(&self, index: usize, asked: Instant, status: StreamStatus) {
+    fn keep(&self, index: usize, asked: Instant, node: NodeStatus) {
         let mut viewers = self.viewers.lock().expect("viewers lock");
-        if let Some(v) = viewers.get_mut(index)
-            && v.last.as_ref().is_none_or(|(at, _)| *at <= asked)
-        {
-            v.last = Some((asked, status));
+        let Some(v) = viewers.get_mut(index) else { return };
+        if v.last.as_ref().is_none_or(|(at, _)| *at <= asked) {
+            if let Some(status) = node.stream(&self.stream) {
+                v.last = Some((asked, status.clone()));
+            }
+            v.penalties = node.penalties;
+        }
+        if v.listen.is_none() {
+            v.listen = node.listen_addrs.into_iter().next();
         }
     }
 
@@ -117,17 +135,21 @@ impl Shared {
         let asked = Instant::now();
         let viewers = futures::future::join_all(
             live.iter()
-                .map(|(i, gateway, _)| async move { (*i, self.fetch_status(gateway).await) }),
+                .map(|(i, gateway, _)| async move { (*i, self.fetch_node(gateway).await) }),
         );
-        let (viewers, broadcaster) = futures::join!(viewers, self.fetch_status(&self.broadcaster_gateway));
-        for (i, status) in viewers {
-            if let Ok(Some(status)) = status {
-                self.keep(i, asked, status);
+        let (viewers, broadcaster) = futures::join!(viewers, self.fetch_node(&self.broadcaster_gateway));
+        for (i, node) in viewers {
+            if let Ok(node) = node {
+                self.keep(i, asked, node);
             }
         }
-        if let Ok(Some(status)) = broadcaster {
-            *self.broadcaster_last.lock().expect("broadcaster lock") = Some(status);
+        if let Ok(node) = broadcaster {
+            if let Some(status) = node.stream(&self.stream) {
+                *self.broadcaster_last.lock().expect("broadcaster lock") = Some(status.clone());
+            }
+            *self.broadcaster_penalties.lock().expect("broadcaster lock") = node.penalties;
         }
+        self.list_victims();
         let rss = live
             .iter()
             .filter_map(|(_, _, pid)| *pid)
@@ -139,6 +161,27 @@ impl Shared {
             *peak = Some(peak.map_or(rss, |p| p.max(rss)));
         }
         let _ = self.mirror().await;
+    }
+
+    /// Lists the live honest viewers for the adversaries to lie to.
+    fn list_victims(&self) {
+        let Some(path) = &self.victims else { return };
+        let victims: Vec<Victim> = {
+            let viewers = self.viewers.lock().expect("viewers lock");
+            viewers
+                .iter()
+                .filter(|v| v.process.is_some())
+                .filter_map(|v| {
+                    Some(Victim {
+                        peer_id: v.peer_id.clone(),
+                        addr: v.listen.clone()?,
+                    })
+                })
+                .collect()
+        };
+        if let Err(error) = write_victims(path, &victims) {
+            eprintln!("{error:#}");
+        }
     }
 
     /// Copies the broadcaster's segments not yet in the reference.

@@ -41,6 +41,7 @@
 //! - `events` is 0 (there is no event queue) and `peak_rss_mb` is the largest peak resident memory of one node
 //!   process, not of this one.
 
+pub mod adversaries;
 mod check;
 mod gather;
 pub mod metrics;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
+use super::adversaries::{self, AdversaryEntry};
 use super::check::{self, SegmentCheck};
 use super::gather::{self, Shared, ViewerEntry};
 use super::metrics::{self, Inputs, ViewerSample};
@@ -68,6 +69,10 @@ pub struct LocalNet {
     poller: Option<JoinHandle<()>>,
     /// Viewers start one at a time, so that a viewer's number, its files' names and its [`ViewerId`] agree.
     start_lock: tokio::sync::Mutex<()>,
+    /// The `adversary` binary, when the scenario has adversaries.
+    adversary_bin: Option<PathBuf>,
+    /// The adversaries started so far.
+    pub(crate) adversaries: tokio::sync::Mutex<Vec<AdversaryEntry>>,
     started: Instant,
     stream_start: Instant,
     // Last, so that the processes are gone before their directory is removed.
@@ -94,7 +99,11 @@ impl LocalNet {
             ),
         };
         let root = run_dir.path().to_owned();
-        for dir in ["hls", "logs", "nodes"] {
+        let adversary_bin = match scenario.adversaries {
+            Some(_) => Some(adversaries::locate(&node_bin)?),
+            None => None,
+        };
+        for dir in ["hls", "logs", "nodes", "adversaries"] {
             std::fs::create_dir_all(root.join(dir)).with_context(|| format!("cannot create {}", root.display()))?;
         }
         let http = reqwest::Client::builder()
@@ -136,6 +145,8 @@ impl LocalNet {
             broadcaster_gateway: gateway,
             broadcaster_pid: process.pid(),
             broadcaster_last: Mutex::new(None),
+            broadcaster_penalties: Mutex::new(Vec::new()),
+            victims: adversary_bin.as_ref().map(|_| root.join("victims.json")),
             viewers: Mutex::new(Vec::new()),
             segments,
             peak_rss_mb: Mutex::new(None),
@@ -153,6 +164,8 @@ impl LocalNet {
             ffmpeg: Some(ffmpeg),
             poller: None,
             start_lock: tokio::sync::Mutex::new(()),
+            adversary_bin,
+            adversaries: tokio::sync::Mutex::new(Vec::new()),
             started,
             stream_start: started,
             run_dir,
@@ -210,6 +223,43 @@ impl LocalNet {
     /// The broadcaster.
     pub fn broadcaster(&self) -> &Broadcaster {
         &self.broadcaster
+    }
+
+    /// The `adversary` binary, when the scenario has adversaries.
+    pub(crate) fn adversary_bin(&self) -> Option<&Path> {
+        self.adversary_bin.as_deref()
+    }
+
+    /// How long a process may take to start.
+    pub(crate) fn startup_timeout(&self) -> Duration {
+        self.options.startup_timeout
+    }
+
+    /// Each honest node's last list of the peers it penalised most, by its peer id.
+    pub(crate) fn honest_penalties(&self) -> std::collections::BTreeMap<String, Vec<super::status::Penalty>> {
+        let viewers = self.shared.viewers.lock().expect("viewers lock");
+        let mut all: std::collections::BTreeMap<String, Vec<super::status::Penalty>> = viewers
+            .iter()
+            .map(|v| (v.peer_id.clone(), v.penalties.clone()))
+            .collect();
+        let broadcaster = self
+            .shared
+            .broadcaster_penalties
+            .lock()
+            .expect("broadcaster lock")
+            .clone();
+        all.insert(self.broadcaster.peer_id.clone(), broadcaster);
+        all
+    }
+
+    /// Honest viewer processes that ended on their own (a crash) rather than by the run's hand.
+    pub fn honest_died(&self) -> u32 {
+        let mut viewers = self.shared.viewers.lock().expect("viewers lock");
+        viewers
+            .iter_mut()
+            .filter_map(|v| v.process.as_mut())
+            .map(|p| u32::from(p.exited()))
+            .sum()
     }
 
     /// The broadcaster's last status of the stream.
@@ -272,6 +322,8 @@ impl LocalNet {
             started,
             left: None,
             last: None,
+            listen: None,
+            penalties: Vec::new(),
         });
         Ok(ViewerId(index))
     }
@@ -399,6 +451,7 @@ impl LocalNet {
         if let Some(poller) = self.poller.take() {
             poller.abort();
         }
+        self.stop_adversaries().await;
         let processes: Vec<Process> = {
             let mut viewers = self.shared.viewers.lock().expect("viewers lock");
             let now = Instant::now();

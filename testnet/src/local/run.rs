@@ -70,27 +70,49 @@ pub async fn run_with_report(
             .then_with(|| matches!(a.1, Step::Join(_)).cmp(&matches!(b.1, Step::Join(_))))
     });
     let mut ids: Vec<Option<ViewerId>> = vec![None; plan.len()];
+    let mut adversaries: Vec<Option<usize>> = vec![None; plan.len()];
     let mut progress = Progress::new(quiet);
     for (at, step) in steps {
         wait_until(&net, at, &mut progress).await;
         match step {
-            Step::Join(i) => {
-                let id = net
-                    .add_viewer(plan[i].upload_x)
-                    .await
-                    .with_context(|| format!("cannot start viewer {i}"))?;
-                ids[i] = Some(id);
-            }
+            Step::Join(i) => match plan[i].adversary {
+                Some(behaviour) => {
+                    let index = net
+                        .add_adversary(behaviour)
+                        .await
+                        .with_context(|| format!("cannot start adversary {i}"))?;
+                    adversaries[i] = Some(index);
+                }
+                None => {
+                    let id = net
+                        .add_viewer(plan[i].upload_x)
+                        .await
+                        .with_context(|| format!("cannot start viewer {i}"))?;
+                    ids[i] = Some(id);
+                }
+            },
             Step::Leave(i) => {
                 if let Some(id) = ids[i] {
                     net.stop_viewer(id).await?;
+                }
+                if let Some(index) = adversaries[i] {
+                    net.stop_adversary(index).await;
                 }
             }
         }
     }
     wait_until(&net, scenario.duration_s, &mut progress).await;
     net.poll_now().await;
-    let report = net.report();
+    let mut report = net.report();
+    if scenario.adversaries.is_some() {
+        // The adversaries' last records, then the figures; the processes that lived through the run are counted
+        // before anything is stopped.
+        let died = net.honest_died();
+        net.stop_adversaries().await;
+        let mut figures = net.adversary_figures().await;
+        figures.honest_processes_died = Some(died);
+        report.adversaries = Some(figures);
+    }
     // Every node's last status, for looking into a run afterwards (kept with `--keep`).
     let statuses = serde_json::json!({
         "broadcaster": net.broadcaster_status(),

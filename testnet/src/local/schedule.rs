@@ -7,7 +7,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::scenario::Scenario;
+use crate::scenario::{Behaviour, Scenario};
 
 /// Segments the stream has when viewers start arriving (the simulator's `LIVE_AFTER_SEGMENTS`).
 pub const LIVE_AFTER_SEGMENTS: f64 = 2.0;
@@ -21,6 +21,8 @@ pub struct Arrival {
     pub upload_x: f64,
     /// When it leaves, if before the end of the stream.
     pub leave_s: Option<f64>,
+    /// What it does, if it is one of the scenario's adversaries (an `adversary` process, not a viewer).
+    pub adversary: Option<Behaviour>,
 }
 
 /// Every viewer of a run, in order of arrival.
@@ -37,6 +39,7 @@ pub fn plan(scenario: &Scenario) -> Vec<Arrival> {
             at_s,
             upload_x,
             leave_s,
+            adversary: None,
         }
     };
     let mut arrivals: Vec<f64> = (0..scenario.viewers)
@@ -54,6 +57,18 @@ pub fn plan(scenario: &Scenario) -> Vec<Arrival> {
         }
     }
     plan.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    // The adversaries: `share` of the arrivals, spread evenly (arrival i is one when i × share crosses a whole
+    // number), taking the behaviours in turn — so a run's mix is the scenario's whatever its size.
+    if let Some(adversaries) = &scenario.adversaries {
+        let mut count = 0;
+        for (i, arrival) in plan.iter_mut().enumerate() {
+            let crossed = ((i + 1) as f64 * adversaries.share).floor() > (i as f64 * adversaries.share).floor();
+            if crossed {
+                arrival.adversary = Some(adversaries.behaviours[count % adversaries.behaviours.len()]);
+                count += 1;
+            }
+        }
+    }
     plan
 }
 

@@ -18,6 +18,31 @@ pub struct NodeStatus {
     /// The streams the node carries.
     #[serde(default)]
     pub streams: Vec<StreamStatus>,
+    /// The peers its peer manager penalised most (at most ten), worst first.
+    #[serde(default)]
+    pub penalties: Vec<Penalty>,
+}
+
+/// One peer a node penalised, as its status lists it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Penalty {
+    /// The peer.
+    pub peer: String,
+    /// Its penalty points (a ban at 100).
+    #[serde(default)]
+    pub points: f64,
+    /// Whether it is banned.
+    #[serde(default)]
+    pub banned: bool,
+    /// Its offences by kind.
+    #[serde(default)]
+    pub offences: std::collections::BTreeMap<String, u32>,
+    /// Its first offence, ms since the Unix epoch.
+    #[serde(default)]
+    pub first_offence_unix_ms: u64,
+    /// When its latest ban began, ms since the Unix epoch.
+    #[serde(default)]
+    pub banned_unix_ms: Option<u64>,
 }
 
 impl NodeStatus {

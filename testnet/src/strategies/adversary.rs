@@ -284,6 +284,7 @@ impl Adversarial {
             penalties: by_offence(false),
             honest_penalised: by_offence(true),
             honest_banned: self.honest_banned,
+            honest_processes_died: None,
         }
     }
 }
