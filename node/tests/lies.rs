@@ -48,14 +48,24 @@ struct Liar {
     /// Chunk responses received, and of them "busy".
     answers: Arc<AtomicUsize>,
     busy: Arc<AtomicUsize>,
+    /// Connections established, and dials refused.
+    connected: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
 }
 
 impl Liar {
     async fn start(dial: &[Multiaddr]) -> Self {
+        Self::start_at("/ip4/127.0.0.1/tcp/0", dial).await
+    }
+
+    /// A liar listening on `listen`, which dials `dial` once it listens (so that the connection comes from that
+    /// address: a dial reuses a listening socket's).
+    async fn start_at(listen: &str, dial: &[Multiaddr]) -> Self {
         let mut swarm: Swarm<ClientBehaviour> = SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
             .unwrap()
+            .with_quic()
             .with_behaviour(|_| ClientBehaviour {
                 chunk: request_response::Behaviour::with_codec(
                     ChunkCodec::default(),
@@ -71,7 +81,12 @@ impl Liar {
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        swarm.listen_on(listen.parse().unwrap()).unwrap();
+        loop {
+            if let SwarmEvent::NewListenAddr { .. } = swarm.select_next_some().await {
+                break;
+            }
+        }
         for addr in dial {
             swarm.dial(addr.clone()).unwrap();
         }
@@ -82,6 +97,9 @@ impl Liar {
         let answers = Arc::new(AtomicUsize::new(0));
         let busy = Arc::new(AtomicUsize::new(0));
         let (b, bb, a, bz) = (blocks.clone(), block_bytes.clone(), answers.clone(), busy.clone());
+        let connected = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connected.clone(), refused.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -114,6 +132,12 @@ impl Liar {
                                 bz.fetch_add(1, Ordering::SeqCst);
                             }
                         }
+                        SwarmEvent::ConnectionEstablished { .. } => {
+                            c.fetch_add(1, Ordering::SeqCst);
+                        }
+                        SwarmEvent::OutgoingConnectionError { .. } => {
+                            r.fetch_add(1, Ordering::SeqCst);
+                        }
                         _ => {}
                     },
                 }
@@ -126,6 +150,8 @@ impl Liar {
             block_bytes,
             answers,
             busy,
+            connected,
+            refused,
         }
     }
 
@@ -418,4 +444,33 @@ async fn an_honest_parent_under_a_request_flood_still_feeds_its_child() {
         assert!(offences.iter().any(|o| o == "quota_overrun"), "offences {offences:?}");
         assert!(banned, "a flooder that keeps at it is banned");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_identities_behind_one_address_gets_a_households_share_of_connections() {
+    let net = Net::start().await;
+    let dial = net.viewer.listen_addrs();
+    let before = net.status(&net.viewer);
+    // Twenty made-up identities on one address other than the nodes' (127.0.0.1 is exempt, as a local testnet's),
+    // over QUIC, whose dials leave from the listening socket and so from that address.
+    let quic: Vec<Multiaddr> = dial
+        .iter()
+        .filter(|a| a.to_string().contains("quic"))
+        .cloned()
+        .collect();
+    let mut crowd = Vec::new();
+    for _ in 0..20 {
+        crowd.push(Liar::start_at("/ip4/127.0.0.2/udp/0/quic-v1", &quic).await);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let connected: usize = crowd.iter().map(|l| l.connected.load(Ordering::SeqCst)).sum();
+    let refused: usize = crowd.iter().map(|l| l.refused.load(Ordering::SeqCst)).sum();
+    assert_eq!(
+        connected,
+        streamrp2p_protocols::quota::limits::CONNECTIONS_PER_ADDRESS as usize,
+        "connections from one address ({refused} refused)"
+    );
+    assert_eq!(refused, 20 - connected);
+    let after = net.status(&net.viewer);
+    kept_playing("the victim", &before, &after, 2);
 }

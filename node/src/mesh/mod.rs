@@ -129,11 +129,9 @@ impl StreamMesh {
         }
     }
 
-    /// Remembers a peer of the stream, unless [`MAX_CANDIDATES`] are known already.
-    pub(crate) fn add_candidate(&mut self, peer: PeerId) {
-        if self.candidates.len() < MAX_CANDIDATES {
-            self.candidates.insert(peer);
-        }
+    /// Remembers a peer of the stream, unless [`MAX_CANDIDATES`] are known already; returns whether it is new.
+    pub(crate) fn add_candidate(&mut self, peer: PeerId) -> bool {
+        self.candidates.len() < MAX_CANDIDATES && self.candidates.insert(peer)
     }
 
     /// Forgets a peer of the stream.

@@ -122,12 +122,13 @@ impl Service {
             let Some(mesh) = self.streams.get_mut(&stream) else {
                 return;
             };
+            // A provider found again (each DHT answer names it) is news to no one: it is asked nothing twice.
+            if !mesh.add_candidate(peer) {
+                continue;
+            }
             if mesh.machine.is_none() {
                 // Not joined yet: the manifest tells the newest segments and the stream's info.
                 self.request_manifest(stream, peer);
-            }
-            if let Some(mesh) = self.streams.get_mut(&stream) {
-                mesh.add_candidate(peer);
             }
             found.push((peer, true));
         }

@@ -3,6 +3,9 @@
 
 use super::{MANIFEST_POLL_AFTER, MANIFEST_POLL_PEERS, PROVIDER_REFRESH, Service};
 
+/// A block that came before its entry asks its sender for the manifest at most this often: the announcement is
+/// usually just behind it, and a peer's manifest quota is one a second.
+const EARLY_BLOCK_POLL_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
 /// Offenders the status shows.
 const PENALTIES_SHOWN: usize = 10;
 use std::time::Instant;
@@ -96,7 +99,7 @@ impl Service {
         if self
             .last_manifest_poll
             .get(&stream)
-            .is_some_and(|t| now.duration_since(*t) < std::time::Duration::from_millis(500))
+            .is_some_and(|t| now.duration_since(*t) < EARLY_BLOCK_POLL_AFTER)
         {
             return;
         }

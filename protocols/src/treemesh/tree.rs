@@ -120,7 +120,9 @@ impl<P: PeerId> TreeMesh<P> {
             let Some(k) = self.peers.entry(id, reachable, now, pinned) else {
                 break;
             };
-            if k.latency.is_some() && k.seen > now - 10.0 {
+            // Measured lately, or a probe to it is still out: no second probe (discovery may name a peer many times
+            // over in a second).
+            if (k.latency.is_some() && k.seen > now - 10.0) || k.asked_at.is_some() {
                 continue;
             }
             k.asked_at = OptTime::some(now);

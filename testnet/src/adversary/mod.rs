@@ -52,8 +52,8 @@ const MAX_SYBILS: usize = 48;
 /// How an adversary runs.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// What it does.
-    pub behaviour: Behaviour,
+    /// What it does (one or several; the lies take turns).
+    pub behaviours: Vec<Behaviour>,
     /// The stream.
     pub stream: StreamId,
     /// The broadcaster's address, ending in `/p2p/<peer id>`.
@@ -127,6 +127,8 @@ struct Adversary {
     sink_id: Option<PeerId>,
     /// Lies told so far.
     lies: u64,
+    /// Turns taken so far (the behaviours take turns).
+    turns: u64,
 }
 
 fn unix_ms(at: Instant, reference: Instant, reference_ms: u64) -> u64 {
@@ -149,9 +151,11 @@ impl Adversary {
         swarm.dial(options.broadcaster.clone())?;
         let me = *swarm.local_peer_id();
         let started = Instant::now();
-        let withholder = (options.behaviour == Behaviour::Withhold)
+        let withholder = options
+            .behaviours
+            .contains(&Behaviour::Withhold)
             .then(|| Withholder::new(me, options.stream, broadcaster, started + options.after));
-        let (sink, sink_id) = if options.behaviour == Behaviour::ForgedPlace {
+        let (sink, sink_id) = if options.behaviours.contains(&Behaviour::ForgedPlace) {
             let sink = wire_swarm("/ip4/127.0.0.1/tcp/0")?;
             let id = *sink.local_peer_id();
             (Some(sink), Some(id))
@@ -160,7 +164,12 @@ impl Adversary {
         };
         let record = Record {
             peer_id: me.to_string(),
-            behaviour: options.behaviour.name().to_owned(),
+            behaviour: options
+                .behaviours
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(","),
             ..Record::default()
         };
         let adversary = Self {
@@ -178,6 +187,7 @@ impl Adversary {
             withholder,
             sink_id,
             lies: 0,
+            turns: 0,
         };
         Ok((adversary, sink))
     }
@@ -224,11 +234,23 @@ impl Adversary {
     }
 
     /// One lie, as the behaviour says; a connection flood returns the identity it made.
-    fn lie(&mut self, sybils: usize) -> Result<Option<Swarm<Wire>>> {
+    fn lie(&mut self, sybils: usize) -> Result<Option<Sybil>> {
         let Some(newest) = self.newest.clone() else {
             return Ok(None);
         };
-        let behaviour = self.options.behaviour;
+        // The active behaviours take turns (withholding is no lie to tell: it is what the withholder does not do).
+        let active: Vec<Behaviour> = self
+            .options
+            .behaviours
+            .iter()
+            .copied()
+            .filter(|b| *b != Behaviour::Withhold)
+            .collect();
+        if active.is_empty() {
+            return Ok(None);
+        }
+        let behaviour = active[(self.turns % active.len() as u64) as usize];
+        self.turns += 1;
         let flood = matches!(behaviour, Behaviour::RequestFlood | Behaviour::ConnectionFlood);
         let Some(victim) = self.next_victim(flood) else {
             return Ok(None);
@@ -309,19 +331,18 @@ impl Adversary {
                         .victims
                         .iter()
                         .find(|v| v.peer_id == victim.to_string())
-                        .map(|v| v.addr.clone());
+                        .and_then(|v| v.addrs.iter().find(|a| a.contains("/quic")).cloned());
                     if let Some(addr) = addr.and_then(|a| a.parse::<Multiaddr>().ok()) {
-                        // From another loopback address than the nodes': this node's per-address limit applies.
-                        let mut sybil = wire_swarm("/ip4/127.0.0.2/tcp/0")?;
-                        if sybil.dial(addr).is_ok() {
-                            let message = Message::Probe;
-                            sybil
-                                .behaviour_mut()
-                                .mesh
-                                .send_request(&victim, Frame::Control { stream, message }.into());
-                            self.record.connections += 1;
-                            return Ok(Some(sybil));
-                        }
+                        // From another loopback address than the nodes' (127.0.0.1 is exempt): the victim's
+                        // per-address limit applies. Over QUIC, which dials from its listening socket, once it
+                        // listens there.
+                        let swarm = wire_swarm("/ip4/127.0.0.2/udp/0/quic-v1")?;
+                        self.record.connections += 1;
+                        return Ok(Some(Sybil {
+                            swarm,
+                            born: Instant::now(),
+                            target: Some((victim, addr)),
+                        }));
                     }
                 }
             }
@@ -335,10 +356,18 @@ impl Adversary {
         self.victims = read_victims(&self.options.victims);
         self.victims.retain(|v| v.peer_id != self.me.to_string());
         for victim in self.victims.clone() {
-            let (Ok(peer), Ok(addr)) = (victim.peer_id.parse::<PeerId>(), victim.addr.parse::<Multiaddr>()) else {
+            let Ok(peer) = victim.peer_id.parse::<PeerId>() else {
                 continue;
             };
-            if self.dialled.insert(peer) {
+            // Over TCP: the adversary's own connections come from the nodes' address, as a neighbour's would.
+            let tcp = victim
+                .addrs
+                .iter()
+                .find(|a| a.contains("/tcp/"))
+                .and_then(|a| a.parse::<Multiaddr>().ok());
+            if let Some(addr) = tcp
+                && self.dialled.insert(peer)
+            {
                 let _ = self.swarm.dial(addr);
             }
         }
@@ -436,17 +465,38 @@ fn on_sink_event(event: SwarmEvent<WireEvent>, sink: &mut Swarm<Wire>, counts: &
     }
 }
 
-/// Counts a sybil's connection outcome.
-fn on_sybil_event(event: SwarmEvent<WireEvent>, record: &mut Record) {
-    if let SwarmEvent::OutgoingConnectionError { .. } = event {
-        record.connections_refused += 1;
+/// A made-up identity of a connection flood.
+struct Sybil {
+    swarm: Swarm<Wire>,
+    born: Instant,
+    /// The victim it dials once it listens, and where.
+    target: Option<(PeerId, Multiaddr)>,
+}
+
+/// Dials a sybil's victim once it listens, and counts its connection's outcome.
+fn on_sybil_event(event: SwarmEvent<WireEvent>, sybil: &mut Sybil, stream: StreamId, record: &mut Record) {
+    match event {
+        SwarmEvent::NewListenAddr { .. } => {
+            if let Some((victim, addr)) = sybil.target.take()
+                && sybil.swarm.dial(addr).is_ok()
+            {
+                let message = Message::Probe;
+                sybil
+                    .swarm
+                    .behaviour_mut()
+                    .mesh
+                    .send_request(&victim, Frame::Control { stream, message }.into());
+            }
+        }
+        SwarmEvent::OutgoingConnectionError { .. } => record.connections_refused += 1,
+        _ => {}
     }
 }
 
 /// Runs the adversary until it is stopped (SIGTERM or Ctrl-C), writing its record as it goes.
 pub async fn run(options: Options) -> Result<()> {
     let (mut adversary, mut sink) = Adversary::new(options)?;
-    let mut sybils: Vec<(Swarm<Wire>, Instant)> = Vec::new();
+    let mut sybils: Vec<Sybil> = Vec::new();
     println!("peer id: {}", adversary.me);
     let lie_every = Duration::from_secs_f64(1.0 / adversary.options.rate_per_s.max(0.01));
     let mut lies = tokio::time::interval(lie_every);
@@ -462,8 +512,9 @@ pub async fn run(options: Options) -> Result<()> {
             if sybils.is_empty() {
                 return std::future::pending().await;
             }
-            let events = sybils.iter_mut().map(|(s, _)| Box::pin(s.select_next_some()));
-            futures::future::select_all(events).await.0
+            let events = sybils.iter_mut().map(|s| Box::pin(s.swarm.select_next_some()));
+            let (event, index, _) = futures::future::select_all(events).await;
+            (event, index)
         };
         let sink_event = async {
             match sink.as_mut() {
@@ -480,19 +531,22 @@ pub async fn run(options: Options) -> Result<()> {
                     on_sink_event(event, sink, &mut sink_counts);
                 }
             }
-            event = sybil_event => on_sybil_event(event, &mut adversary.record),
+            (event, index) = sybil_event => {
+                let stream = adversary.options.stream;
+                on_sybil_event(event, &mut sybils[index], stream, &mut adversary.record);
+            }
             _ = lies.tick() => {
                 if adversary.lying()
                     && let Some(sybil) = adversary.lie(sybils.len())?
                 {
-                    sybils.push((sybil, Instant::now()));
+                    sybils.push(sybil);
                 }
             }
             _ = manifests.tick() => adversary.manifest(),
             _ = withholding.tick() => adversary.tick_withholder(),
             _ = housekeeping.tick() => {
                 adversary.record.unsolicited_bytes = sink_counts.clone();
-                sybils.retain(|(_, at)| at.elapsed() < Duration::from_secs(30));
+                sybils.retain(|s| s.born.elapsed() < Duration::from_secs(30));
                 adversary.housekeeping()?;
             }
         }

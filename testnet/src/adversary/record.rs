@@ -46,8 +46,8 @@ impl Record {
 pub struct Victim {
     /// Its peer id.
     pub peer_id: String,
-    /// An address to dial it at, ending in `/p2p/<peer id>`.
-    pub addr: String,
+    /// Its addresses, each ending in `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
 }
 
 /// Writes the victims an adversary may lie to.

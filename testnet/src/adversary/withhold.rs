@@ -13,6 +13,9 @@ use streamrp2p_protocols::treemesh::{Advert, AttachRequest, MAX_CHILD_SLOTS, Mes
 
 /// An attach request unanswered this long is asked again.
 const ATTACH_RETRY: Duration = Duration::from_secs(3);
+/// A withholder whose parent has pushed it nothing for this long is not fed (a segment's worth of blocks comes
+/// within a second).
+const FED_GAP: Duration = Duration::from_secs(1);
 /// Free slots the withholder advertises: room that draws joiners to it.
 const ADVERTISED_SLOTS: u32 = 8;
 
@@ -37,6 +40,8 @@ pub(crate) struct Withholder {
     children: BTreeMap<PeerId, Child>,
     /// The newest segment pushed to it.
     newest: Option<SegmentInfo>,
+    /// Since when it has been fed without a break (its parent pushing it blocks), and the last block.
+    fed: Option<(Instant, Instant)>,
 }
 
 impl Withholder {
@@ -51,6 +56,7 @@ impl Withholder {
             attempt: None,
             children: BTreeMap::new(),
             newest: None,
+            fed: None,
         }
     }
 
@@ -117,13 +123,20 @@ impl Withholder {
         out.push(self.control(self.broadcaster, Message::Attach(request)));
     }
 
-    /// Children it has kept the stream from for at least `spell` since withholding began, with when it began for
-    /// each: its lies.
+    /// Children it has kept the stream from for at least `spell` while it had the stream itself (fed by its parent,
+    /// and saying so), with when that began for each: its lies. (Kept from a child while cut off itself, it would
+    /// have nothing to send, and would be telling no lie.)
     pub(crate) fn victims(&self, now: Instant, spell: Duration) -> Vec<(PeerId, Instant)> {
+        let Some((fed_since, last_block)) = self.fed.filter(|_| self.parent.is_some()) else {
+            return Vec::new();
+        };
+        if now.saturating_duration_since(last_block) > FED_GAP {
+            return Vec::new();
+        }
         self.children
             .iter()
             .filter_map(|(id, c)| {
-                let since = c.confirmed?.max(self.from);
+                let since = c.confirmed?.max(self.from).max(fed_since);
                 (now >= since + spell).then_some((*id, since))
             })
             .collect()

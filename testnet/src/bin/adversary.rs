@@ -1,4 +1,4 @@
-//! `adversary --behaviour NAME --stream ID --broadcaster ADDR --victims FILE --record FILE [--after S] [--rate N]`:
+//! `adversary --behaviour NAME[,NAME…] --stream ID --broadcaster ADDR --victims FILE --record FILE [--after S] [--rate N]`:
 //! one adversary of the local testnet (see `streamrp2p_testnet::adversary`). Prints `peer id: ID` once it runs,
 //! and writes its record to `--record` every two seconds and when it stops (SIGTERM, Ctrl-C).
 
@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use streamrp2p_testnet::adversary::{self, Options};
 use streamrp2p_testnet::scenario::Behaviour;
 
-const USAGE: &str = "usage: adversary --behaviour NAME --stream ID --broadcaster ADDR --victims FILE --record FILE [--after S] [--rate N]";
+const USAGE: &str = "usage: adversary --behaviour NAME[,NAME...] --stream ID --broadcaster ADDR --victims FILE --record FILE [--after S] [--rate N]";
 
 fn main() -> ExitCode {
     match run() {
@@ -24,18 +24,22 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut behaviour, mut stream, mut broadcaster, mut victims, mut record) = (None, None, None, None, None);
+    let (mut behaviours, mut stream, mut broadcaster, mut victims, mut record) = (None, None, None, None, None);
     let (mut after, mut rate) = (Duration::from_secs(20), 100.0);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value; {USAGE}"));
         match arg.as_str() {
             "--behaviour" => {
-                let name = value("--behaviour")?;
-                behaviour = Some(
-                    Behaviour::ALL
-                        .into_iter()
-                        .find(|b| b.name() == name)
-                        .with_context(|| format!("unknown behaviour {name:?}; one of {}", names()))?,
+                let list = value("--behaviour")?;
+                behaviours = Some(
+                    list.split(',')
+                        .map(|name| {
+                            Behaviour::ALL
+                                .into_iter()
+                                .find(|b| b.name() == name)
+                                .with_context(|| format!("unknown behaviour {name:?}; one of {}", names()))
+                        })
+                        .collect::<Result<Vec<_>>>()?,
                 );
             }
             "--stream" => stream = Some(value("--stream")?.parse().context("--stream is not a stream id")?),
@@ -64,7 +68,7 @@ fn run() -> Result<()> {
         }
     }
     let options = Options {
-        behaviour: behaviour.context(USAGE)?,
+        behaviours: behaviours.context(USAGE)?,
         stream: stream.context(USAGE)?,
         broadcaster: broadcaster.context(USAGE)?,
         victims: victims.context(USAGE)?,

@@ -20,7 +20,6 @@ pub const ADVERSARY_BIN_NAME: &str = "adversary";
 /// One adversary, running or gone.
 #[derive(Debug)]
 pub(crate) struct AdversaryEntry {
-    pub(crate) behaviour: Behaviour,
     pub(crate) process: Option<Process>,
     /// Where its record is.
     pub(crate) record: PathBuf,
@@ -39,8 +38,8 @@ pub(crate) fn locate(node_bin: &Path) -> Result<PathBuf> {
 }
 
 impl LocalNet {
-    /// Starts an adversary of `behaviour` and waits until it runs. Returns its number.
-    pub async fn add_adversary(&self, behaviour: Behaviour) -> Result<usize> {
+    /// Starts an adversary that does `behaviours` and waits until it runs. Returns its number.
+    pub async fn add_adversary(&self, behaviours: &[Behaviour]) -> Result<usize> {
         let config = self
             .scenario()
             .adversaries
@@ -52,8 +51,9 @@ impl LocalNet {
         let root = self.run_dir();
         let record = root.join(format!("adversaries/{index}.json"));
         let mut command = tokio::process::Command::new(bin);
+        let names = behaviours.iter().map(|b| b.name()).collect::<Vec<_>>().join(",");
         command
-            .args(["--behaviour", behaviour.name(), "--stream", self.stream_id()])
+            .args(["--behaviour", &names, "--stream", self.stream_id()])
             .args(["--broadcaster", &self.broadcaster().listen])
             .arg("--victims")
             .arg(root.join("victims.json"))
@@ -66,10 +66,9 @@ impl LocalNet {
                 &config.rate_per_s.to_string(),
             ]);
         let log = root.join(format!("logs/adversary-{index}.log"));
-        let mut process = Process::spawn(command, &format!("adversary {index} ({})", behaviour.name()), &log)?;
+        let mut process = Process::spawn(command, &format!("adversary {index} ({names})"), &log)?;
         process.wait_line("peer id: ", self.startup_timeout()).await?;
         adversaries.push(AdversaryEntry {
-            behaviour,
             process: Some(process),
             record,
         });
@@ -99,20 +98,40 @@ impl LocalNet {
 
     /// What the adversaries did and what it cost them, from their records and the honest nodes' last statuses.
     pub async fn adversary_figures(&self) -> AdversaryFigures {
-        let (records, behaviours): (Vec<Record>, Vec<Behaviour>) = {
+        let records: Vec<Record> = {
             let adversaries = self.adversaries.lock().await;
             adversaries
                 .iter()
-                .map(|a| (Record::read(&a.record).unwrap_or_default(), a.behaviour))
-                .unzip()
+                .map(|a| Record::read(&a.record).unwrap_or_default())
+                .collect()
         };
-        let _ = behaviours;
-        figures(&records, &self.honest_penalties(), self.honest_died())
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        figures(
+            &records,
+            &self.honest_penalties(),
+            &self.honest_left_ms(),
+            now_ms,
+            self.honest_died(),
+        )
     }
 }
 
-/// The figures from the adversaries' `records` and each honest node's penalties (by its peer id).
-pub fn figures(records: &[Record], honest: &BTreeMap<String, Vec<Penalty>>, honest_died: u32) -> AdversaryFigures {
+/// How long after an adversary's first lie its victim must have stayed for the lie to count: a viewer that left
+/// sooner had no time to ban it (the acceptance bound on a ban's delay).
+const BAN_WITHIN_MS: u64 = 10_000;
+
+/// The figures from the adversaries' `records`, each honest node's penalties (by its peer id) as read at `read_ms`,
+/// and when the honest viewers that left did (ms since the Unix epoch). A lie whose victim had less than
+/// [`BAN_WITHIN_MS`] left to ban it — it left, or the statuses were read — counts only if it was banned.
+pub fn figures(
+    records: &[Record],
+    honest: &BTreeMap<String, Vec<Penalty>>,
+    left_ms: &BTreeMap<String, u64>,
+    read_ms: u64,
+    honest_died: u32,
+) -> AdversaryFigures {
     let adversaries: BTreeSet<&str> = records.iter().map(|r| r.peer_id.as_str()).collect();
     let mut figures = AdversaryFigures {
         adversaries: records.len() as u32,
@@ -124,11 +143,15 @@ pub fn figures(records: &[Record], honest: &BTreeMap<String, Vec<Penalty>>, hone
     for record in records {
         for (victim, lie_ms) in &record.first_lie_ms {
             let Some(penalties) = honest.get(victim) else { continue };
-            figures.lied_to += 1;
             let ban = penalties
                 .iter()
                 .find(|p| p.peer == record.peer_id)
                 .and_then(|p| p.banned_unix_ms);
+            let until = left_ms.get(victim).copied().unwrap_or(read_ms);
+            if ban.is_none() && until < lie_ms + BAN_WITHIN_MS {
+                continue;
+            }
+            figures.lied_to += 1;
             if let Some(banned_ms) = ban {
                 figures.banned += 1;
                 banned_by_someone.insert(record.peer_id.clone());
@@ -210,7 +233,7 @@ mod tests {
             ),
             ("v2".to_owned(), vec![]),
         ]);
-        let f = figures(&records, &honest, 0);
+        let f = figures(&records, &honest, &BTreeMap::new(), 100_000, 0);
         assert_eq!((f.adversaries, f.lied_to, f.banned, f.adversaries_banned), (2, 3, 2, 2));
         assert_eq!(f.ban_delay_max_s, Some(3.0));
         assert_eq!(f.ban_delay_p50_s, Some(0.5));

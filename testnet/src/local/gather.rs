@@ -35,8 +35,8 @@ pub(crate) struct ViewerEntry {
     pub(crate) left: Option<Instant>,
     /// Its last status of the stream, and when the request for it was sent.
     pub(crate) last: Option<(Instant, StreamStatus)>,
-    /// Its first listen address (ending in `/p2p/<peer id>`), once read.
-    pub(crate) listen: Option<String>,
+    /// Its listen addresses (ending in `/p2p/<peer id>`), once read.
+    pub(crate) listen: Vec<String>,
     /// The peers it penalised most, as last read.
     pub(crate) penalties: Vec<Penalty>,
 }
@@ -113,8 +113,8 @@ impl Shared {
             }
             v.penalties = node.penalties;
         }
-        if v.listen.is_none() {
-            v.listen = node.listen_addrs.into_iter().next();
+        if v.listen.is_empty() {
+            v.listen = node.listen_addrs;
         }
     }
 
@@ -170,12 +170,10 @@ impl Shared {
             let viewers = self.viewers.lock().expect("viewers lock");
             viewers
                 .iter()
-                .filter(|v| v.process.is_some())
-                .filter_map(|v| {
-                    Some(Victim {
-                        peer_id: v.peer_id.clone(),
-                        addr: v.listen.clone()?,
-                    })
+                .filter(|v| v.process.is_some() && !v.listen.is_empty())
+                .map(|v| Victim {
+                    peer_id: v.peer_id.clone(),
+                    addrs: v.listen.clone(),
                 })
                 .collect()
         };

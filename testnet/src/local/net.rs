@@ -113,7 +113,7 @@ impl LocalNet {
         let segments = Arc::new(Segments::default());
         let origin = Origin::bind(scenario.origin_mbps, segments.clone(), http.clone()).await?;
 
-        let mut command = node_command(&node_bin, &root.join("nodes/broadcaster"));
+        let mut command = node_command(&node_bin, &root.join("nodes/broadcaster"), scenario);
         if !options.no_caps {
             command
                 .arg("--max-upload-kbps")
@@ -252,6 +252,22 @@ impl LocalNet {
         all
     }
 
+    /// When each honest viewer that left did, in ms since the Unix epoch, by its peer id.
+    pub(crate) fn honest_left_ms(&self) -> std::collections::BTreeMap<String, u64> {
+        let now = Instant::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let viewers = self.shared.viewers.lock().expect("viewers lock");
+        viewers
+            .iter()
+            .filter_map(|v| {
+                let ago = now.saturating_duration_since(v.left?).as_millis() as u64;
+                Some((v.peer_id.clone(), now_ms.saturating_sub(ago)))
+            })
+            .collect()
+    }
+
     /// Honest viewer processes that ended on their own (a crash) rather than by the run's hand.
     pub fn honest_died(&self) -> u32 {
         let mut viewers = self.shared.viewers.lock().expect("viewers lock");
@@ -297,7 +313,11 @@ impl LocalNet {
         let _one_at_a_time = self.start_lock.lock().await;
         let index = self.shared.viewers.lock().expect("viewers lock").len();
         let root = self.run_dir.path();
-        let mut command = node_command(&self.node_bin, &root.join(format!("nodes/viewer-{index}")));
+        let mut command = node_command(
+            &self.node_bin,
+            &root.join(format!("nodes/viewer-{index}")),
+            &self.scenario,
+        );
         command.arg("--bootstrap").arg(&self.broadcaster.listen);
         if !self.options.no_caps {
             command
@@ -322,7 +342,7 @@ impl LocalNet {
             started,
             left: None,
             last: None,
-            listen: None,
+            listen: Vec::new(),
             penalties: Vec::new(),
         });
         Ok(ViewerId(index))
@@ -494,7 +514,11 @@ impl Drop for LocalNet {
 /// A node command with the options every node of the run takes: its data dir, loopback TCP and gateway on free
 /// ports. `RUST_LOG` passes through from the environment; `NO_COLOR` is set (unless it is) so that the logs in files
 /// carry no terminal colours.
-fn node_command(bin: &Path, data_dir: &Path) -> Command {
+///
+/// In a scenario with adversaries the nodes listen on QUIC too: a connection flood comes over QUIC from another
+/// loopback address (QUIC dials from its listening socket, TCP from 127.0.0.1 whatever it listens on), so that the
+/// nodes' per-address limit has an address to count.
+fn node_command(bin: &Path, data_dir: &Path, scenario: &Scenario) -> Command {
     let mut command = Command::new(bin);
     if std::env::var_os("NO_COLOR").is_none() {
         command.env("NO_COLOR", "1");
@@ -503,6 +527,9 @@ fn node_command(bin: &Path, data_dir: &Path) -> Command {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"]);
+    if scenario.adversaries.is_some() {
+        command.args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    }
     command
 }
 

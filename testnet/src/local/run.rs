@@ -75,10 +75,10 @@ pub async fn run_with_report(
     for (at, step) in steps {
         wait_until(&net, at, &mut progress).await;
         match step {
-            Step::Join(i) => match plan[i].adversary {
-                Some(behaviour) => {
+            Step::Join(i) => match &plan[i].adversary {
+                Some(behaviours) => {
                     let index = net
-                        .add_adversary(behaviour)
+                        .add_adversary(behaviours)
                         .await
                         .with_context(|| format!("cannot start adversary {i}"))?;
                     adversaries[i] = Some(index);
@@ -117,6 +117,7 @@ pub async fn run_with_report(
     let statuses = serde_json::json!({
         "broadcaster": net.broadcaster_status(),
         "viewers": net.statuses().into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+        "penalties": net.honest_penalties(),
     });
     let path = net.run_dir().join("statuses.json");
     if let Err(error) = std::fs::write(&path, statuses.to_string()) {

@@ -13,7 +13,7 @@ use crate::scenario::{Behaviour, Scenario};
 pub const LIVE_AFTER_SEGMENTS: f64 = 2.0;
 
 /// One viewer of the plan.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Arrival {
     /// When it joins, seconds of stream time (0 = the stream's start).
     pub at_s: f64,
@@ -22,7 +22,7 @@ pub struct Arrival {
     /// When it leaves, if before the end of the stream.
     pub leave_s: Option<f64>,
     /// What it does, if it is one of the scenario's adversaries (an `adversary` process, not a viewer).
-    pub adversary: Option<Behaviour>,
+    pub adversary: Option<Vec<Behaviour>>,
 }
 
 /// Every viewer of a run, in order of arrival.
@@ -49,24 +49,35 @@ pub fn plan(scenario: &Scenario) -> Vec<Arrival> {
     let mut plan: Vec<Arrival> = Vec::new();
     for at in arrivals {
         let mut viewer = draw(at, &mut rng);
-        plan.push(viewer);
+        plan.push(viewer.clone());
         // Churn replaces every leaver with a new joiner.
         while let Some(leave) = viewer.leave_s {
             viewer = draw(leave, &mut rng);
-            plan.push(viewer);
+            plan.push(viewer.clone());
         }
     }
     plan.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     // The adversaries: `share` of the arrivals, spread evenly (arrival i is one when i × share crosses a whole
-    // number), taking the behaviours in turn — so a run's mix is the scenario's whatever its size.
+    // number). Behaviours are dealt out in turn, and when there are fewer adversaries than behaviours an adversary
+    // takes several, so that a run mixes every behaviour the scenario names whatever its size.
     if let Some(adversaries) = &scenario.adversaries {
-        let mut count = 0;
-        for (i, arrival) in plan.iter_mut().enumerate() {
-            let crossed = ((i + 1) as f64 * adversaries.share).floor() > (i as f64 * adversaries.share).floor();
-            if crossed {
-                arrival.adversary = Some(adversaries.behaviours[count % adversaries.behaviours.len()]);
-                count += 1;
-            }
+        let chosen: Vec<usize> = (0..plan.len())
+            .filter(|&i| ((i + 1) as f64 * adversaries.share).floor() > (i as f64 * adversaries.share).floor())
+            .collect();
+        for (k, &i) in chosen.iter().enumerate() {
+            let behaviours = adversaries
+                .behaviours
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j % chosen.len() == k)
+                .map(|(_, b)| *b)
+                .collect::<Vec<_>>();
+            let behaviours = if behaviours.is_empty() {
+                vec![adversaries.behaviours[k % adversaries.behaviours.len()]]
+            } else {
+                behaviours
+            };
+            plan[i].adversary = Some(behaviours);
         }
     }
     plan
