@@ -292,6 +292,8 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         let Some(seg) = self.window.get_mut(seq) else { return };
+        // Nothing of it was ever declined to the parent: whatever it did not send of it, it owed.
+        let owed_whole = seg.skipped == 0;
         seg.skipped |= blocks;
         let Some(parent) = self.parent.filter(|p| seq >= p.from_seq) else {
             return;
@@ -307,6 +309,12 @@ impl<P: PeerId> TreeMesh<P> {
         let stranded = parent
             .cut_off_since
             .is_some_and(|since| self.now - since >= CUT_OFF_PATIENCE * self.cfg.attach_timeout_s);
+        // A parent that says it is connected and has gone quiet is asked where it stands at once (see
+        // `ask_silent_parent`), rather than once it has been silent a whole segment.
+        if silent_s > self.cfg.silence_s {
+            let nothing_of_it = parent.last_block_seq < seq && owed_whole;
+            self.ask_silent_parent(seq, nothing_of_it);
+        }
         if silent_s > self.cfg.silence_s && (around || mute) && (parent.claims_rooted || stranded) {
             self.strike_parent(seq);
         }

@@ -304,6 +304,11 @@ pub(super) struct Suspicion<P> {
     pub(super) since: f64,
     /// The segment it did not push: it withheld it if it holds it whole.
     pub(super) seq: u64,
+    /// Asked while it is still our parent, after a short silence (see `TreeMesh::ask_silent_parent`): an answer that
+    /// says it is connected and fed leaves it, and blames it only if it `owed` the segment.
+    pub(super) early: bool,
+    /// It sent nothing of that segment, and was never told to skip any of it.
+    pub(super) owed: bool,
 }
 
 /// An attach request in flight.
@@ -800,8 +805,7 @@ impl<P: PeerId> TreeMesh<P> {
             0
         };
         let below: u32 = self
-            .children
-            .iter()
+            .listed_children()
             .map(|c| u32::from(if any { c.any_free } else { c.free }.saturating_sub(c.routed)))
             .sum();
         (own + below).min(u32::from(super::message::MAX_FREE_ADVERTISED)) as u8
@@ -812,7 +816,13 @@ impl<P: PeerId> TreeMesh<P> {
     /// the top of the tree and leaves hang below them (otherwise every slot freed near the top goes to the next
     /// leaf to join, and the tree grows deeper over time).
     pub(super) fn fringe(&self) -> bool {
-        !self.children.iter().any(|c| c.capable)
+        !self.listed_children().any(|c| c.capable)
+    }
+
+    /// The children whose subtrees' rooms we advertise and route newcomers to: not one a complaint of withholding
+    /// stands against (its room would draw requests we would not pass to it: they would be refused below us).
+    pub(super) fn listed_children(&self) -> impl Iterator<Item = &Child<P>> + '_ {
+        self.children.iter().filter(|c| !self.suspect(c.id))
     }
 
     /// The nearest place in this peer's subtree for a backbone newcomer (see [`Advert::backbone_room`]).
@@ -821,8 +831,7 @@ impl<P: PeerId> TreeMesh<P> {
         if self.takes_children() && self.cfg.reachable && (self.spare_slots() > 0 || leaf_child) {
             return Some((self.me, 0));
         }
-        self.children
-            .iter()
+        self.listed_children()
             .filter_map(|c| c.backbone_room)
             .filter(|(_, below)| *below < u8::MAX)
             .min_by_key(|(id, below)| (*below, *id))
@@ -834,8 +843,7 @@ impl<P: PeerId> TreeMesh<P> {
         if self.spare_slots() > 0 && (self.cfg.reachable || any) && self.fringe() {
             return Some((self.me, 0));
         }
-        self.children
-            .iter()
+        self.listed_children()
             .filter_map(|c| if any { c.any_room } else { c.room })
             .filter(|(_, below)| *below < u8::MAX)
             .min_by_key(|(id, below)| (*below, *id))
@@ -947,6 +955,10 @@ impl<P: PeerId> TreeMesh<P> {
     }
 
     fn on_peer_gone(&mut self, peer: P) {
+        if self.suspicion.is_some_and(|s| s.parent == peer) {
+            // It left (or was banned): its silence is no answer.
+            self.suspicion = None;
+        }
         let lost_forwarder = self.children.iter().any(|c| c.id == peer && c.capable);
         self.children.retain(|c| c.id != peer);
         if lost_forwarder {

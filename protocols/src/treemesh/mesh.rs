@@ -457,6 +457,7 @@ impl<P: PeerId> TreeMesh<P> {
                 if self.end_pull(peer, segment.seq, block) {
                     if let Some(k) = self.peers.get_mut(peer) {
                         k.strikes = k.strikes.saturating_sub(1);
+                        k.served = true;
                     }
                 } else if !self.pushes_to_us(peer) && !self.expired_pulls.contains(&(peer, segment.seq, block)) {
                     // Nobody asked for it: payload from a peer that is neither our parent nor one we pulled from

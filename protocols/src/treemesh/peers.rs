@@ -91,6 +91,8 @@ pub(super) struct Known<P> {
     pub(super) strikes: u8,
     /// An attach to it failed: do not try it again before this time.
     pub(super) not_before: f64,
+    /// It has sent us a block we pulled from it: it uploads (evidence, where its adverts are only words).
+    pub(super) served: bool,
     pub(super) seen: f64,
 }
 
@@ -113,6 +115,7 @@ impl<P: Copy> Known<P> {
             pulls: 0,
             strikes: 0,
             not_before: 0.0,
+            served: false,
             seen: now,
         }
     }

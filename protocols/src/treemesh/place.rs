@@ -407,6 +407,40 @@ impl<P: PeerId> TreeMesh<P> {
         self.held_places.clear();
         if self.parent.is_none() {
             self.retry_attach_at = self.now + RETRY_ATTACH_S;
+            self.attach_known();
+        }
+    }
+
+    /// No place through the tree's directory (it was stale: a burst of requests took the room it showed — with
+    /// withholders about, whose children keep leaving them, requests come in bursts and most rejections are this):
+    /// ask directly a peer we know to be connected, with a free slot, and to upload — it served us blocks we pulled,
+    /// which a withholder never does. Without one, the broadcaster is asked again after [`RETRY_ATTACH_S`].
+    fn attach_known(&mut self) {
+        let now = self.now;
+        let best = self
+            .peers
+            .list
+            .iter()
+            .filter(|k| {
+                k.rooted
+                    && k.spare > 0
+                    && k.served
+                    && k.not_before <= now
+                    && !k.is_root()
+                    && self.can_link(k.reachable)
+                    && !self.avoids(k.id)
+            })
+            .filter_map(|k| {
+                let latency = k.latency.get().unwrap_or(super::tree::UNMEASURED_LATENCY_S);
+                Some((usize::from(k.depth?), latency, k.id))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        if let Some((_, _, id)) = best {
+            if let Some(k) = self.peers.get_mut(id) {
+                // One try: its slot may be gone too.
+                k.spare = 0;
+            }
+            self.attach_to(id, MAX_DEPTH as u8);
         }
     }
 

@@ -44,8 +44,7 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         let nearest = self
-            .children
-            .iter()
+            .listed_children()
             .filter_map(|c| c.fringe)
             .min_by_key(|(id, below)| (*below, *id));
         let Some((id, below)) = nearest else { return };
@@ -133,8 +132,7 @@ impl<P: PeerId> TreeMesh<P> {
         if recruitable && self.takes_children() && self.fringe() {
             return Some((self.me, 0));
         }
-        self.children
-            .iter()
+        self.listed_children()
             .filter_map(|c| c.fringe)
             .filter(|(_, below)| *below < u8::MAX)
             .min_by_key(|(id, below)| (*below, *id))

@@ -482,6 +482,8 @@ impl<P: PeerId> TreeMesh<P> {
                 grandparent,
                 since: now,
                 seq,
+                early: false,
+                owed: false,
             });
             self.send(id, Message::Probe);
         }
@@ -505,27 +507,60 @@ impl<P: PeerId> TreeMesh<P> {
         self.lose_parent();
     }
 
-    /// The answer of a parent we left suspecting it of withholding: one that says it is connected and fed, and holds
-    /// whole the segment it did not push us, withheld it — and so did one that does not answer at all within
-    /// [`SUSPICION_S`] (an honest peer answers a probe at once): it is reported, and its own parent is told (see
-    /// [`Message::Withheld`]). A parent that is itself behind or cut off says so, and is not blamed.
+    /// The answer of a parent we suspect of withholding. One we left after a whole segment of silence withheld if it
+    /// says it is connected and fed and holds whole the segment it did not push us — and so did one that does not
+    /// answer at all within [`SUSPICION_S`] (an honest peer answers a probe at once): it is reported, and its own
+    /// parent is told (see [`Message::Withheld`]). A parent that is itself behind or cut off says so, and is not
+    /// blamed. A parent asked early, after a short silence (see [`Self::ask_silent_parent`]), that says it is
+    /// connected and fed is of no use to us now, whatever the reason, and is left; it is blamed only if it sent
+    /// nothing at all of a segment it holds whole and we never declined — an honest parent deep in the tree may be
+    /// slow, but sends what it has.
     pub(super) fn settle_suspicion(&mut self, from: P, advert: &Advert<P>) {
         let Some(suspicion) = self.suspicion.filter(|s| s.parent == from) else {
             return;
         };
         self.suspicion = None;
-        if advert.rooted && advert.newest.is_some_and(|n| n >= suspicion.seq) {
+        let withheld = advert.rooted
+            && advert.newest.is_some_and(|n| n >= suspicion.seq)
+            && (!suspicion.early || suspicion.owed);
+        if withheld {
             self.blame_withholder(from, suspicion.grandparent);
+        } else if suspicion.early && advert.rooted && self.parent.is_some_and(|p| p.id == from) {
+            self.leave_parent(from);
         }
     }
 
-    /// A suspect that did not answer in time is taken to have withheld.
+    /// A parent that says it is connected has sent nothing for longer than [`super::Config::silence_s`] while we
+    /// needed it: it is asked where it stands at once (see [`Self::settle_suspicion`]), rather than once it has been
+    /// silent for a whole segment — a withholder's subtree starves meanwhile. `owed`: it sent nothing of segment
+    /// `seq`, and we never told it to skip any of it.
+    pub(super) fn ask_silent_parent(&mut self, seq: u64, owed: bool) {
+        let Some(parent) = self.parent else { return };
+        if self.suspicion.is_some() || !parent.claims_rooted {
+            return;
+        }
+        let grandparent = self.path.len().checked_sub(2).map(|i| self.path[i]);
+        self.suspicion = Some(Suspicion {
+            parent: parent.id,
+            grandparent,
+            since: self.now,
+            seq,
+            early: true,
+            owed,
+        });
+        self.send(parent.id, Message::Probe);
+    }
+
+    /// A suspect that did not answer in time is taken to have withheld (one asked early is only forgotten).
     pub(super) fn expire_suspicion(&mut self) {
         if let Some(suspicion) = self.suspicion
             && suspicion.since + SUSPICION_S <= self.now
         {
             self.suspicion = None;
-            self.blame_withholder(suspicion.parent, suspicion.grandparent);
+            // A short silence is not enough to blame a peer that does not answer (its answer may be on the way).
+            if !suspicion.early {
+                self.blame_withholder(suspicion.parent, suspicion.grandparent);
+            }
         }
     }
 
@@ -566,6 +601,8 @@ impl<P: PeerId> TreeMesh<P> {
         self.complaints.push_back((from, accused, now));
         let against = self.complaints.iter().filter(|(_, a, _)| *a == accused).count();
         if against < WITHHELD_COMPLAINTS {
+            // Its subtree's rooms are no longer ours to offer.
+            self.advertise_changes();
             return;
         }
         self.complaints.retain(|(_, a, _)| *a != accused);
