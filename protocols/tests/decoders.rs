@@ -162,14 +162,14 @@ fn valid_messages_decode_to_what_was_encoded() {
     for bytes in &v[0..2] {
         assert_eq!(ChunkRequest::decode(bytes).unwrap().encode(), *bytes);
     }
-    for bytes in &v[2..5] {
+    for bytes in &v[2..6] {
         assert_eq!(ChunkResponse::decode(bytes).unwrap().encode(), *bytes);
     }
-    for bytes in &v[5..7] {
+    for bytes in &v[6..8] {
         assert_eq!(ControlMessage::decode(bytes).unwrap().encode(), *bytes);
     }
-    assert_eq!(v.len(), 13);
-    for bytes in &v[7..] {
+    assert_eq!(v.len(), 14);
+    for bytes in &v[8..] {
         assert_eq!(Frame::decode(bytes).unwrap().encode(), *bytes);
     }
 }

@@ -204,7 +204,7 @@ impl<P: PeerId> TreeMesh<P> {
         if let Some(attempt) = self.attempt.filter(|a| a.deadline <= now) {
             // Unanswered: its answer may still come (and is taken if nothing better came meanwhile).
             self.attempt = None;
-            self.given_up = Some((attempt.nonce, attempt.from_seq));
+            self.guard.given_up = Some((attempt.nonce, attempt.from_seq));
         }
         self.expire_recruiting();
         self.expire_offers();

@@ -62,15 +62,15 @@ impl<P: PeerId> TreeMesh<P> {
         if self.origin.len() > 2 * keep * usize::from(MAX_BLOCKS) {
             return fail(format!("{} origin fetches", self.origin.len()));
         }
-        let held = [self.held_haves.len(), self.held_places.len()];
+        let held = [self.guard.held_haves.len(), self.guard.held_places.len()];
         if held.iter().any(|n| *n > MAX_HELD) {
             return fail(format!("held messages {held:?}, more than {MAX_HELD}"));
         }
         let lists = [
-            self.complaints.len(),
-            self.shunned.len(),
-            self.avoiding.len(),
-            self.expired_pulls.len(),
+            self.guard.complaints.len(),
+            self.guard.shunned.len(),
+            self.guard.avoiding.len(),
+            self.guard.expired_pulls.len(),
         ];
         if lists.iter().any(|n| *n > MAX_LISTS) {
             return fail(format!("bounded lists hold {lists:?}"));

@@ -358,8 +358,6 @@ pub struct TreeMesh<P> {
     pub(super) pull_before: u64,
     // The tree.
     pub(super) parent: Option<Parent<P>>,
-    /// The parent before this one, and when it stopped being it.
-    pub(super) former_parent: Option<(P, f64)>,
     pub(super) attempt: Option<Attempt<P>>,
     pub(super) children: Vec<Child<P>>,
     /// Path from the root of its tree (itself excluded).
@@ -383,20 +381,11 @@ pub struct TreeMesh<P> {
     pub(super) last_move: f64,
     /// A forwarder recruited into the place of a lost child, and the orphans waiting for it.
     pub(super) recruiting: Option<Recruiting<P>>,
-    /// The last attach request given up (its nonce and first segment): its answer may still come, and is taken if
-    /// no parent came meanwhile.
-    pub(super) given_up: Option<(u64, u64)>,
-    /// Requests passed down by the peer we asked for a place before its answer came (a recruiter hands us the
-    /// orphans right after taking us): taken once it has accepted us.
-    pub(super) held_places: VecDeque<(P, P, AttachRequest, u8)>,
-    /// The parent we left suspecting it of withholding: its answer to our probe settles it.
+    /// The parent we suspect of withholding: its answer to our probe settles it (here, not in the guard: every
+    /// wake-up reckoning reads it).
     pub(super) suspicion: Option<Suspicion<P>>,
-    /// Complaints of withholding against our children: (complainer, child, when).
-    pub(super) complaints: VecDeque<(P, P, f64)>,
-    /// Peers let go as children for withholding, refused as children until then.
-    pub(super) shunned: VecDeque<(P, f64)>,
-    /// Parents we left for failing us, not taken as parents again until then.
-    pub(super) avoiding: VecDeque<(P, f64)>,
+    /// What it keeps to defend itself against lying peers (see [`Guard`]).
+    pub(super) guard: Box<Guard<P>>,
     // The mesh.
     pub(super) peers: Peers<P>,
     pub(super) probe_until: Option<f64>,
@@ -406,8 +395,6 @@ pub struct TreeMesh<P> {
     /// The last probe round started then.
     pub(super) last_probe: f64,
     pub(super) pulls: Vec<Pull<P>>,
-    /// Pulls that timed out lately: (peer, segment, block).
-    pub(super) expired_pulls: VecDeque<(P, u64, u16)>,
     /// Answers to pulls waiting for the uplink.
     pub(super) serves: VecDeque<(P, SegmentInfo, u16)>,
     /// Blocks being uploaded now.
@@ -417,8 +404,6 @@ pub struct TreeMesh<P> {
     // The data.
     /// The newest segment a signed entry names (announced, published, or in the tail at joining).
     pub(super) newest_signed: Option<u64>,
-    /// HAVEs from peers about segments newer than `newest_signed`, until their entries come.
-    pub(super) held_haves: VecDeque<(P, SegmentInfo, u128)>,
     pub(super) window: Window,
     pub(super) player: Player,
     pub(super) origin: Vec<OriginFetch>,
@@ -438,6 +423,45 @@ pub struct TreeMesh<P> {
     pub(super) wake: Cell<Option<f64>>,
 }
 
+/// What a peer keeps to defend itself against lying peers: touched only when something is amiss, so kept apart
+/// from the state every event reads (boxed, it costs the machine one pointer).
+#[derive(Clone, Debug)]
+pub(super) struct Guard<P> {
+    /// The parent before this one, and when it stopped being it.
+    pub(super) former_parent: Option<(P, f64)>,
+    /// The last attach request given up (its nonce and first segment): its answer may still come, and is taken if
+    /// no parent came meanwhile.
+    pub(super) given_up: Option<(u64, u64)>,
+    /// Requests passed down by the peer we asked for a place before its answer came (a recruiter hands us the
+    /// orphans right after taking us): taken once it has accepted us.
+    pub(super) held_places: VecDeque<(P, P, AttachRequest, u8)>,
+    /// Complaints of withholding against our children: (complainer, child, when).
+    pub(super) complaints: VecDeque<(P, P, f64)>,
+    /// Peers let go as children for withholding, refused as children until then.
+    pub(super) shunned: VecDeque<(P, f64)>,
+    /// Parents we left for failing us, not taken as parents again until then.
+    pub(super) avoiding: VecDeque<(P, f64)>,
+    /// Pulls that timed out lately: (peer, segment, block).
+    pub(super) expired_pulls: VecDeque<(P, u64, u16)>,
+    /// HAVEs from peers about segments newer than `newest_signed`, until their entries come.
+    pub(super) held_haves: VecDeque<(P, SegmentInfo, u128)>,
+}
+
+impl<P> Default for Guard<P> {
+    fn default() -> Self {
+        Self {
+            former_parent: None,
+            given_up: None,
+            held_places: VecDeque::new(),
+            complaints: VecDeque::new(),
+            shunned: VecDeque::new(),
+            avoiding: VecDeque::new(),
+            expired_pulls: VecDeque::new(),
+            held_haves: VecDeque::new(),
+        }
+    }
+}
+
 impl<P: PeerId> TreeMesh<P> {
     /// A machine for peer `me`, its randomness seeded by `seed`, created at `now`.
     pub fn new(me: P, cfg: impl Into<Arc<Config>>, seed: u64, now: f64) -> Self {
@@ -452,7 +476,8 @@ impl<P: PeerId> TreeMesh<P> {
             joined: broadcaster,
             pull_before: 0,
             parent: None,
-            former_parent: None,
+            suspicion: None,
+            guard: Box::default(),
             attempt: None,
             children: Vec::new(),
             path: Vec::new(),
@@ -466,24 +491,16 @@ impl<P: PeerId> TreeMesh<P> {
             last_jump: now,
             last_move: now,
             recruiting: None,
-            given_up: None,
-            held_places: VecDeque::new(),
-            suspicion: None,
-            complaints: VecDeque::new(),
-            shunned: VecDeque::new(),
-            avoiding: VecDeque::new(),
             peers: Peers::default(),
             probe_until: None,
             finding: false,
             last_find: f64::NEG_INFINITY,
             last_probe: f64::NEG_INFINITY,
             pulls: Vec::new(),
-            expired_pulls: VecDeque::new(),
             serves: VecDeque::new(),
             uploading: 0,
             next_turn: 0,
             newest_signed: None,
-            held_haves: VecDeque::new(),
             window: Window::default(),
             player: Player::default(),
             origin: Vec::new(),
@@ -881,6 +898,7 @@ impl<P: PeerId> TreeMesh<P> {
                 // The parent passes requests down; so did the one we just left, until it heard we left (harmless
                 // either way: a child placed on someone's behalf gets nothing until it confirms).
                 let former = self
+                    .guard
                     .former_parent
                     .is_some_and(|(id, at)| id == from && self.now - at <= FORMER_PARENT_GRACE_S);
                 if self.parent.is_some_and(|p| p.id == from) || former {
@@ -888,10 +906,10 @@ impl<P: PeerId> TreeMesh<P> {
                 } else if self.attempt.is_some_and(|a| a.id == from) {
                     // The peer we asked for a place passes us requests right after taking us (a recruiter hands
                     // over the orphans): its acceptance may still be on the way.
-                    if self.held_places.len() >= HELD_MESSAGES {
-                        self.held_places.pop_front();
+                    if self.guard.held_places.len() >= HELD_MESSAGES {
+                        self.guard.held_places.pop_front();
                     }
-                    self.held_places.push_back((from, joiner, request, hops));
+                    self.guard.held_places.push_back((from, joiner, request, hops));
                 } else {
                     // Only a parent passes requests down: anyone else would be naming a third party to feed.
                     self.misbehaved(from, Offence::Lie);
@@ -943,11 +961,11 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         self.newest_signed = Some(seq);
-        if self.held_haves.iter().any(|(_, s, _)| s.seq <= seq) {
-            let (ready, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held_haves)
+        if self.guard.held_haves.iter().any(|(_, s, _)| s.seq <= seq) {
+            let (ready, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.guard.held_haves)
                 .into_iter()
                 .partition(|(_, s, _)| s.seq <= seq);
-            self.held_haves = later;
+            self.guard.held_haves = later;
             for (from, segment, blocks) in ready {
                 self.on_have(from, segment, blocks);
             }

@@ -157,10 +157,10 @@ impl<P: PeerId> TreeMesh<P> {
                 return;
             }
             SeqClass::Ahead => {
-                if self.held_haves.len() >= HELD_MESSAGES {
-                    self.held_haves.pop_front();
+                if self.guard.held_haves.len() >= HELD_MESSAGES {
+                    self.guard.held_haves.pop_front();
                 }
-                self.held_haves.push_back((from, segment, blocks));
+                self.guard.held_haves.push_back((from, segment, blocks));
                 return;
             }
             SeqClass::Known => {}
@@ -282,10 +282,10 @@ impl<P: PeerId> TreeMesh<P> {
         let expired: Vec<Pull<P>> = self.pulls.iter().filter(|p| p.deadline <= now).copied().collect();
         for p in &expired {
             self.end_pull(p.from, p.seq, p.block);
-            if self.expired_pulls.len() >= EXPIRED_PULLS {
-                self.expired_pulls.pop_front();
+            if self.guard.expired_pulls.len() >= EXPIRED_PULLS {
+                self.guard.expired_pulls.pop_front();
             }
-            self.expired_pulls.push_back((p.from, p.seq, p.block));
+            self.guard.expired_pulls.push_back((p.from, p.seq, p.block));
             if let Some(k) = self.peers.get_mut(p.from) {
                 k.strikes = k.strikes.saturating_add(2);
             }
@@ -459,7 +459,7 @@ impl<P: PeerId> TreeMesh<P> {
                         k.strikes = k.strikes.saturating_sub(1);
                         k.served = true;
                     }
-                } else if !self.pushes_to_us(peer) && !self.expired_pulls.contains(&(peer, segment.seq, block)) {
+                } else if !self.pushes_to_us(peer) && !self.guard.expired_pulls.contains(&(peer, segment.seq, block)) {
                     // Nobody asked for it: payload from a peer that is neither our parent nor one we pulled from
                     // (verified, so it is kept, but it cost our downlink).
                     self.misbehaved(peer, Offence::Unsolicited);
@@ -543,6 +543,7 @@ impl<P: PeerId> TreeMesh<P> {
     fn pushes_to_us(&self, peer: P) -> bool {
         self.parent.is_some_and(|p| p.id == peer)
             || self
+                .guard
                 .former_parent
                 .is_some_and(|(id, at)| id == peer && self.now - at <= FORMER_PARENT_GRACE_S)
     }

@@ -63,7 +63,7 @@ impl<P: PeerId> TreeMesh<P> {
         let (from_seq, held) = self.push_from();
         let nonce = self.rng.random::<u64>();
         if let Some(previous) = self.attempt.take() {
-            self.given_up = Some((previous.nonce, previous.from_seq));
+            self.guard.given_up = Some((previous.nonce, previous.from_seq));
         }
         self.attempt = Some(Attempt {
             id,
@@ -318,13 +318,13 @@ impl<P: PeerId> TreeMesh<P> {
     /// up is taken if no parent came meanwhile, and released otherwise; an answer to no request of ours is released
     /// (a peer that takes a child it was not asked for only offers: no payload flows until the child confirms).
     pub(super) fn on_accepted(&mut self, from: P, advert: Advert<P>, nonce: u64) {
-        let from_seq = match (self.attempt, self.given_up) {
+        let from_seq = match (self.attempt, self.guard.given_up) {
             (Some(attempt), _) if attempt.nonce == nonce => {
                 self.attempt = None;
                 attempt.from_seq
             }
             (_, Some((given_up, _))) if given_up == nonce && self.parent.is_none() => {
-                self.given_up = None;
+                self.guard.given_up = None;
                 self.attempt = None;
                 self.push_from().0
             }
@@ -351,7 +351,7 @@ impl<P: PeerId> TreeMesh<P> {
             && old.id != from
         {
             self.send(old.id, Message::Detach);
-            self.former_parent = Some((old.id, now));
+            self.guard.former_parent = Some((old.id, now));
         }
         self.parent = Some(Parent {
             id: from,
@@ -390,7 +390,7 @@ impl<P: PeerId> TreeMesh<P> {
             },
         );
         // Requests it passed us before its answer came.
-        let held: Vec<(P, P, AttachRequest, u8)> = std::mem::take(&mut self.held_places).into();
+        let held: Vec<(P, P, AttachRequest, u8)> = std::mem::take(&mut self.guard.held_places).into();
         for (sender, joiner, request, hops) in held {
             if sender == from {
                 self.on_place(joiner, request, hops, false);
@@ -404,7 +404,7 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         self.attempt = None;
-        self.held_places.clear();
+        self.guard.held_places.clear();
         if self.parent.is_none() {
             self.retry_attach_at = self.now + RETRY_ATTACH_S;
             self.attach_known();
@@ -450,7 +450,7 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         if let Some(old) = self.parent.take() {
-            self.former_parent = Some((old.id, self.now));
+            self.guard.former_parent = Some((old.id, self.now));
         }
         self.set_path(Vec::new(), false);
         if self.attempt.is_none() {

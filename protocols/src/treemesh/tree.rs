@@ -212,16 +212,19 @@ impl<P: PeerId> TreeMesh<P> {
         // Remembered apart from the table too (it may not hold the peer): a request passed down the tree can land
         // on it again.
         let now = self.now;
-        self.avoiding.retain(|(p, t)| *p != id && *t > now);
-        if self.avoiding.len() >= MAX_SHUNNED {
-            self.avoiding.pop_front();
+        self.guard.avoiding.retain(|(p, t)| *p != id && *t > now);
+        if self.guard.avoiding.len() >= MAX_SHUNNED {
+            self.guard.avoiding.pop_front();
         }
-        self.avoiding.push_back((id, until));
+        self.guard.avoiding.push_back((id, until));
     }
 
     /// Whether `id` is a parent we left lately for failing us.
     pub(super) fn avoids(&self, id: P) -> bool {
-        self.avoiding.iter().any(|(p, until)| *p == id && *until > self.now)
+        self.guard
+            .avoiding
+            .iter()
+            .any(|(p, until)| *p == id && *until > self.now)
     }
 
     pub(super) fn on_detach(&mut self, from: P) {
@@ -287,7 +290,7 @@ impl<P: PeerId> TreeMesh<P> {
     /// The parent is gone: cut off until a new one accepts; children hear that we are cut off.
     pub(super) fn lose_parent(&mut self) {
         if let Some(old) = self.parent.take() {
-            self.former_parent = Some((old.id, self.now));
+            self.guard.former_parent = Some((old.id, self.now));
         }
         // The grandparent just lost a child, so it has a free slot (or, full again, will point down its tree):
         // the orphan asks it first.
@@ -520,9 +523,8 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         };
         self.suspicion = None;
-        let withheld = advert.rooted
-            && advert.newest.is_some_and(|n| n >= suspicion.seq)
-            && (!suspicion.early || suspicion.owed);
+        let withheld =
+            advert.rooted && advert.newest.is_some_and(|n| n >= suspicion.seq) && (!suspicion.early || suspicion.owed);
         if withheld {
             self.blame_withholder(from, suspicion.grandparent);
         } else if suspicion.early && advert.rooted && self.parent.is_some_and(|p| p.id == from) {
@@ -591,21 +593,28 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         let now = self.now;
-        self.complaints.retain(|(_, _, at)| now - *at <= COMPLAINTS_WINDOW_S);
-        if self.complaints.iter().any(|(c, a, _)| *c == from && *a == accused) {
+        self.guard
+            .complaints
+            .retain(|(_, _, at)| now - *at <= COMPLAINTS_WINDOW_S);
+        if self
+            .guard
+            .complaints
+            .iter()
+            .any(|(c, a, _)| *c == from && *a == accused)
+        {
             return;
         }
-        if self.complaints.len() >= MAX_COMPLAINTS {
-            self.complaints.pop_front();
+        if self.guard.complaints.len() >= MAX_COMPLAINTS {
+            self.guard.complaints.pop_front();
         }
-        self.complaints.push_back((from, accused, now));
-        let against = self.complaints.iter().filter(|(_, a, _)| *a == accused).count();
+        self.guard.complaints.push_back((from, accused, now));
+        let against = self.guard.complaints.iter().filter(|(_, a, _)| *a == accused).count();
         if against < WITHHELD_COMPLAINTS {
             // Its subtree's rooms are no longer ours to offer.
             self.advertise_changes();
             return;
         }
-        self.complaints.retain(|(_, a, _)| *a != accused);
+        self.guard.complaints.retain(|(_, a, _)| *a != accused);
         let forwarder = self.children.iter().any(|c| c.id == accused && c.capable);
         self.children.retain(|c| c.id != accused);
         self.send(accused, Message::Detach);
@@ -618,7 +627,8 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Whether a complaint of withholding against `child` stands: requests are not passed down to it meanwhile.
     pub(super) fn suspect(&self, child: P) -> bool {
-        self.complaints
+        self.guard
+            .complaints
             .iter()
             .any(|(_, a, at)| *a == child && self.now - *at <= COMPLAINTS_WINDOW_S)
     }
@@ -626,15 +636,18 @@ impl<P: PeerId> TreeMesh<P> {
     /// Refuses `peer` as a child for [`SHUN_S`].
     pub(super) fn shun(&mut self, peer: P) {
         let until = self.now + SHUN_S;
-        self.shunned.retain(|(p, t)| *p != peer && *t > until - SHUN_S);
-        if self.shunned.len() >= MAX_SHUNNED {
-            self.shunned.pop_front();
+        self.guard.shunned.retain(|(p, t)| *p != peer && *t > until - SHUN_S);
+        if self.guard.shunned.len() >= MAX_SHUNNED {
+            self.guard.shunned.pop_front();
         }
-        self.shunned.push_back((peer, until));
+        self.guard.shunned.push_back((peer, until));
     }
 
     /// Whether `peer` is refused as a child now.
     pub(super) fn shuns(&self, peer: P) -> bool {
-        self.shunned.iter().any(|(p, until)| *p == peer && *until > self.now)
+        self.guard
+            .shunned
+            .iter()
+            .any(|(p, until)| *p == peer && *until > self.now)
     }
 }

@@ -415,31 +415,22 @@ impl TreeMeshSim {
     /// it says it is connected to the broadcaster is a lie to it (a pull it leaves unanswered only times out, as an
     /// honest peer's may; a parent cut off has nothing to send, and says so).
     fn withholding(&mut self, core: &Core, peer: u32, to: u32, kind: UploadKind) -> bool {
-        let rooted = self
-            .viewers
-            .get(peer as usize)
-            .and_then(|m| m.as_ref())
-            .is_some_and(|m| m.is_rooted());
         let Some(adversarial) = self.adversarial.as_mut() else {
             return false;
         };
         let withholds = adversarial
             .role(peer)
             .is_some_and(|r| r.behaviour == Behaviour::Withhold && r.active(core.now));
-        if self.debug && withholds && kind == UploadKind::Push {
-            if let Some(m) = self.viewers.get(peer as usize).and_then(|m| m.as_ref()) {
-                if m.depth().is_some_and(|d| d <= 2) {
-                    eprintln!(
-                        "{:.3}: withholder {peer} at depth {:?} with {} children",
-                        core.now,
-                        m.depth(),
-                        m.children().count()
-                    );
-                }
+        if withholds && kind == UploadKind::Push {
+            // Read only now: a lookup in another peer's machine is a cache miss on every honest upload.
+            let rooted = self
+                .viewers
+                .get(peer as usize)
+                .and_then(|m| m.as_ref())
+                .is_some_and(|m| m.is_rooted());
+            if rooted {
+                adversarial.withheld(to, peer, core.now, core.scenario.segment_s);
             }
-        }
-        if withholds && kind == UploadKind::Push && rooted {
-            adversarial.withheld(to, peer, core.now, core.scenario.segment_s);
         }
         withholds
     }
@@ -969,7 +960,7 @@ impl Strategy for TreeMeshSim {
             prefetch(t, 1);
         }
         if let Some(m) = peer.and_then(|p| self.viewers.get(p)) {
-            prefetch(m, 12);
+            prefetch(m, 16);
             if deep && let Some(m) = m {
                 m.hot_memory(|start, bytes| crate::prefetch::prefetch_bytes(start, bytes, 8));
             }
