@@ -22,6 +22,8 @@ pub(super) const HELD_MESSAGES: usize = 16;
 pub(super) const MAX_AHEAD: u64 = 8;
 /// What the parent just left still sends is taken for this long (it was on the way when we left it).
 pub(super) const FORMER_PARENT_GRACE_S: f64 = 5.0;
+/// Former parents remembered at most.
+const MAX_FORMER_PARENTS: usize = 4;
 /// Pulls given up on that are remembered, so that a late answer is not taken for payload nobody asked for.
 pub(super) const EXPIRED_PULLS: usize = 32;
 /// Complaints of withholding remembered at most.
@@ -309,6 +311,9 @@ pub(super) struct Suspicion<P> {
     pub(super) early: bool,
     /// It sent nothing of that segment, and was never told to skip any of it.
     pub(super) owed: bool,
+    /// Its answer said it holds the segment whole: a block of it was pulled from it, and it withheld the segment
+    /// unless the block comes (see `TreeMesh::demand_evidence`).
+    pub(super) pulled: bool,
 }
 
 /// An attach request in flight.
@@ -427,8 +432,9 @@ pub struct TreeMesh<P> {
 /// from the state every event reads (boxed, it costs the machine one pointer).
 #[derive(Clone, Debug)]
 pub(super) struct Guard<P> {
-    /// The parent before this one, and when it stopped being it.
-    pub(super) former_parent: Option<(P, f64)>,
+    /// The last few parents, and when each stopped being it: their pushes in flight are still welcome (a peer may
+    /// leave two parents within a round trip).
+    pub(super) former_parents: VecDeque<(P, f64)>,
     /// The last attach request given up (its nonce and first segment): its answer may still come, and is taken if
     /// no parent came meanwhile.
     pub(super) given_up: Option<(u64, u64)>,
@@ -450,7 +456,7 @@ pub(super) struct Guard<P> {
 impl<P> Default for Guard<P> {
     fn default() -> Self {
         Self {
-            former_parent: None,
+            former_parents: VecDeque::new(),
             given_up: None,
             held_places: VecDeque::new(),
             complaints: VecDeque::new(),
@@ -897,11 +903,7 @@ impl<P: PeerId> TreeMesh<P> {
             Message::Place { joiner, request, hops } => {
                 // The parent passes requests down; so did the one we just left, until it heard we left (harmless
                 // either way: a child placed on someone's behalf gets nothing until it confirms).
-                let former = self
-                    .guard
-                    .former_parent
-                    .is_some_and(|(id, at)| id == from && self.now - at <= FORMER_PARENT_GRACE_S);
-                if self.parent.is_some_and(|p| p.id == from) || former {
+                if self.parent.is_some_and(|p| p.id == from) || self.was_parent_lately(from) {
                     self.on_place(joiner, request, hops, false);
                 } else if self.attempt.is_some_and(|a| a.id == from) {
                     // The peer we asked for a place passes us requests right after taking us (a recruiter hands
@@ -970,6 +972,24 @@ impl<P: PeerId> TreeMesh<P> {
                 self.on_have(from, segment, blocks);
             }
         }
+    }
+
+    /// Remembers `old` as a parent we just left (see [`Self::was_parent_lately`]).
+    pub(super) fn remember_former_parent(&mut self, old: P) {
+        let former = &mut self.guard.former_parents;
+        former.retain(|(id, _)| *id != old);
+        if former.len() >= MAX_FORMER_PARENTS {
+            former.pop_front();
+        }
+        former.push_back((old, self.now));
+    }
+
+    /// Whether `peer` was our parent within [`FORMER_PARENT_GRACE_S`]: what it sent before it heard we left is no lie.
+    pub(super) fn was_parent_lately(&self, peer: P) -> bool {
+        self.guard
+            .former_parents
+            .iter()
+            .any(|(id, at)| *id == peer && self.now - at <= FORMER_PARENT_GRACE_S)
     }
 
     fn on_peer_gone(&mut self, peer: P) {

@@ -2,9 +2,7 @@
 //! blocks from each other, urgent first, then rarest first; and the answers to pulls, within the upload budget.
 
 use super::config::Role;
-use super::machine::{
-    BlockSource, EXPIRED_PULLS, FORMER_PARENT_GRACE_S, HELD_MESSAGES, OriginFetch, PeerId, Pull, SeqClass, TreeMesh,
-};
+use super::machine::{BlockSource, EXPIRED_PULLS, HELD_MESSAGES, OriginFetch, PeerId, Pull, SeqClass, TreeMesh};
 use super::message::{Advert, Message, Refusal, SegmentInfo};
 use super::peers::{OptSeq, OptTime};
 use super::tree::UNMEASURED_LATENCY_S;
@@ -29,6 +27,8 @@ const BUSY_BACKOFF_S: f64 = 1.0;
 /// Answers to one peer's pulls queued at most: twice the pulls an honest peer has in flight to one neighbour
 /// ([`super::Config::max_pulls_per_peer`]'s default); beyond, its pulls are answered "busy".
 const MAX_SERVES_PER_PEER: usize = 4;
+/// Answers queued for one peer beyond which its pulls are a flood, and penalised.
+const FLOOD_SERVES_PER_PEER: usize = 2 * MAX_SERVES_PER_PEER;
 
 impl<P: PeerId> TreeMesh<P> {
     /// Asks the nearest known peers to be mesh neighbours until there are `mesh_degree` of them. Forwarders too: when
@@ -219,8 +219,11 @@ impl<P: PeerId> TreeMesh<P> {
         let reason = match held {
             None => Some(Refusal::Missing),
             Some(_) if queued >= MAX_SERVES_PER_PEER => {
-                // An honest puller has a few pulls in flight to one peer: more is a flood, answered "busy".
-                self.misbehaved(from, Offence::QuotaOverrun);
+                // An honest puller has a few pulls in flight to one peer, and a few more it gave up on while they
+                // waited behind our children's pushes: more than that is a flood. Either way the answer is "busy".
+                if queued >= FLOOD_SERVES_PER_PEER {
+                    self.misbehaved(from, Offence::QuotaOverrun);
+                }
                 Some(Refusal::Busy)
             }
             Some(info) if !self.may_serve() || !self.queue_serve(from, info, block) => Some(Refusal::Busy),
@@ -238,6 +241,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     pub(super) fn on_refused(&mut self, from: P, seq: u64, block: u16, reason: Refusal) {
         self.end_pull(from, seq, block);
+        self.on_evidence(from, seq, Some(reason));
         let now = self.now;
         if let Some(k) = self.peers.get_mut(from) {
             k.strikes = k.strikes.saturating_add(1);
@@ -454,15 +458,21 @@ impl<P: PeerId> TreeMesh<P> {
         let bytes = f64::from(segment.block_bytes(block, self.cfg.block_size));
         match from {
             BlockSource::Peer(peer) => {
+                let evidence = self.on_evidence(peer, segment.seq, None);
                 if self.end_pull(peer, segment.seq, block) {
                     if let Some(k) = self.peers.get_mut(peer) {
                         k.strikes = k.strikes.saturating_sub(1);
                         k.served = true;
                     }
-                } else if !self.pushes_to_us(peer) && !self.guard.expired_pulls.contains(&(peer, segment.seq, block)) {
+                } else if !evidence
+                    && !self.pushes_to_us(peer)
+                    && !self.guard.expired_pulls.contains(&(peer, segment.seq, block))
+                {
                     // Nobody asked for it: payload from a peer that is neither our parent nor one we pulled from
-                    // (verified, so it is kept, but it cost our downlink).
+                    // (verified, so it is kept, but it cost our downlink). One that takes us for its child is told
+                    // we are not.
                     self.misbehaved(peer, Offence::Unsolicited);
+                    self.send(peer, Message::Detach);
                 }
                 // The origin need not send it any more: its capacity is everyone's last resort.
                 if let Some(i) = self
@@ -541,11 +551,7 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Whether `peer` may push to us: our parent, or the one we just left (its pushes already on the way).
     fn pushes_to_us(&self, peer: P) -> bool {
-        self.parent.is_some_and(|p| p.id == peer)
-            || self
-                .guard
-                .former_parent
-                .is_some_and(|(id, at)| id == peer && self.now - at <= FORMER_PARENT_GRACE_S)
+        self.parent.is_some_and(|p| p.id == peer) || self.was_parent_lately(peer)
     }
 
     fn end_origin_fetch(&mut self, segment: SegmentInfo, block: u16) {

@@ -351,7 +351,7 @@ impl<P: PeerId> TreeMesh<P> {
             && old.id != from
         {
             self.send(old.id, Message::Detach);
-            self.guard.former_parent = Some((old.id, now));
+            self.remember_former_parent(old.id);
         }
         self.parent = Some(Parent {
             id: from,
@@ -450,7 +450,7 @@ impl<P: PeerId> TreeMesh<P> {
             return;
         }
         if let Some(old) = self.parent.take() {
-            self.guard.former_parent = Some((old.id, self.now));
+            self.remember_former_parent(old.id);
         }
         self.set_path(Vec::new(), false);
         if self.attempt.is_none() {

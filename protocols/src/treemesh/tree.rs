@@ -4,7 +4,7 @@
 use super::config::Role;
 use super::machine::{MAX_COMPLAINTS, Suspicion};
 use super::machine::{PeerId, TreeMesh};
-use super::message::{Advert, Message, SegmentInfo, WITHHELD_COMPLAINTS};
+use super::message::{Advert, Message, Refusal, SegmentInfo, WITHHELD_COMPLAINTS};
 use super::peers::OptTime;
 use crate::score::Offence;
 
@@ -290,7 +290,7 @@ impl<P: PeerId> TreeMesh<P> {
     /// The parent is gone: cut off until a new one accepts; children hear that we are cut off.
     pub(super) fn lose_parent(&mut self) {
         if let Some(old) = self.parent.take() {
-            self.guard.former_parent = Some((old.id, self.now));
+            self.remember_former_parent(old.id);
         }
         // The grandparent just lost a child, so it has a free slot (or, full again, will point down its tree):
         // the orphan asks it first.
@@ -487,6 +487,7 @@ impl<P: PeerId> TreeMesh<P> {
                 seq,
                 early: false,
                 owed: false,
+                pulled: false,
             });
             self.send(id, Message::Probe);
         }
@@ -512,24 +513,70 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// The answer of a parent we suspect of withholding. One we left after a whole segment of silence withheld if it
     /// says it is connected and fed and holds whole the segment it did not push us — and so did one that does not
-    /// answer at all within [`SUSPICION_S`] (an honest peer answers a probe at once): it is reported, and its own
-    /// parent is told (see [`Message::Withheld`]). A parent that is itself behind or cut off says so, and is not
-    /// blamed. A parent asked early, after a short silence (see [`Self::ask_silent_parent`]), that says it is
-    /// connected and fed is of no use to us now, whatever the reason, and is left; it is blamed only if it sent
-    /// nothing at all of a segment it holds whole and we never declined — an honest parent deep in the tree may be
-    /// slow, but sends what it has.
+    /// answer at all within [`SUSPICION_S`] (an honest peer answers a probe at once). A parent that is itself behind
+    /// or cut off says so, and is not blamed. A parent asked early, after a short silence (see
+    /// [`Self::ask_silent_parent`]), that says it is connected and fed is of no use to us now, whatever the reason,
+    /// and is left; it is suspected only if it sent nothing at all of a segment it holds whole and we never declined —
+    /// an honest parent deep in the tree may be slow, but sends what it has.
+    ///
+    /// A suspect's word is not proof: an honest parent that was fed late says it holds the segment as soon as it
+    /// does, before its pushes reach us. So it is asked for a block of that segment (see [`Self::demand_evidence`]).
     pub(super) fn settle_suspicion(&mut self, from: P, advert: &Advert<P>) {
-        let Some(suspicion) = self.suspicion.filter(|s| s.parent == from) else {
+        let Some(suspicion) = self.suspicion.filter(|s| s.parent == from && !s.pulled) else {
             return;
         };
         self.suspicion = None;
         let withheld =
             advert.rooted && advert.newest.is_some_and(|n| n >= suspicion.seq) && (!suspicion.early || suspicion.owed);
-        if withheld {
-            self.blame_withholder(from, suspicion.grandparent);
-        } else if suspicion.early && advert.rooted && self.parent.is_some_and(|p| p.id == from) {
+        if advert.rooted && self.parent.is_some_and(|p| p.id == from) && (withheld || suspicion.early) {
             self.leave_parent(from);
         }
+        if withheld {
+            self.demand_evidence(suspicion);
+        }
+    }
+
+    /// Pulls a block of the segment a suspect says it holds whole and did not push us: one that sends it is slow, not
+    /// withholding, and is forgiven; one that does not within [`SUSPICION_S`], or says it lacks it, withheld it (see
+    /// [`Self::expire_suspicion`], [`Self::on_evidence`]). Without the segment's entry there is nothing to ask for,
+    /// and its word stands.
+    fn demand_evidence(&mut self, suspicion: Suspicion<P>) {
+        let Some(segment) = self.window.get(suspicion.seq).map(|s| s.info) else {
+            self.blame_withholder(suspicion.parent, suspicion.grandparent);
+            return;
+        };
+        // Its parent hears at once: a complaint only stops it being offered newcomers, and only a second one, from
+        // another child, has it let go (not banned) — its subtree cannot wait for the evidence.
+        if let Some(grandparent) = suspicion.grandparent {
+            self.send(
+                grandparent,
+                Message::Withheld {
+                    parent: suspicion.parent,
+                },
+            );
+        }
+        self.suspicion = Some(Suspicion {
+            since: self.now,
+            pulled: true,
+            grandparent: None,
+            ..suspicion
+        });
+        // Not a pull: the block is fetched elsewhere meanwhile, as if the suspect had never been asked.
+        self.send(suspicion.parent, Message::Want { segment, block: 0 });
+    }
+
+    /// A block of segment `seq` from `from`, or its refusal to send one (`refused`): the evidence a suspect owed.
+    /// A block clears it; so does "busy" (it is loaded, not lying); "missing" contradicts its own answer. Returns
+    /// whether it was the evidence asked for.
+    pub(super) fn on_evidence(&mut self, from: P, seq: u64, refused: Option<Refusal>) -> bool {
+        let Some(suspicion) = self.suspicion.filter(|s| s.parent == from && s.pulled && s.seq == seq) else {
+            return false;
+        };
+        self.suspicion = None;
+        if refused == Some(Refusal::Missing) {
+            self.blame_withholder(suspicion.parent, suspicion.grandparent);
+        }
+        true
     }
 
     /// A parent that says it is connected has sent nothing for longer than [`super::Config::silence_s`] while we
@@ -549,18 +596,20 @@ impl<P: PeerId> TreeMesh<P> {
             seq,
             early: true,
             owed,
+            pulled: false,
         });
         self.send(parent.id, Message::Probe);
     }
 
-    /// A suspect that did not answer in time is taken to have withheld (one asked early is only forgotten).
+    /// A suspect that did not answer in time, or did not send the block it was asked for, is taken to have withheld
+    /// (one asked early and not answering is only forgotten).
     pub(super) fn expire_suspicion(&mut self) {
         if let Some(suspicion) = self.suspicion
             && suspicion.since + SUSPICION_S <= self.now
         {
             self.suspicion = None;
             // A short silence is not enough to blame a peer that does not answer (its answer may be on the way).
-            if !suspicion.early {
+            if suspicion.pulled || !suspicion.early {
                 self.blame_withholder(suspicion.parent, suspicion.grandparent);
             }
         }

@@ -82,6 +82,7 @@ fn wire_swarm(listen: &str) -> Result<Swarm<Wire>> {
             noise::Config::new,
             yamux::Config::default,
         )?
+        .with_quic()
         .with_behaviour(|_| Wire {
             chunk: request_response::Behaviour::with_codec(
                 ChunkCodec::default(),
