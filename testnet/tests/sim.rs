@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use streamrp2p_testnet::scenario::{Protocol, Scenario};
+use streamrp2p_testnet::scenario::{Adversaries, Behaviour, Protocol, Scenario};
 use streamrp2p_testnet::sim::Simulation;
 use streamrp2p_testnet::strategies::{CdnOnly, GossipsubFlood, TreeMeshSim};
 
@@ -141,3 +141,45 @@ fn gossipsub_flood_duplicates_what_the_tree_mesh_does_not() {
         "flood {flood:?} tree {tree:?}"
     );
 }
+
+/// `three_hundred` with a tenth of its viewers adversaries: withholders that advertise 6× the bitrate and stop
+/// forwarding 20 s after joining, and every other behaviour.
+fn three_hundred_with_adversaries(behaviours: &[Behaviour]) -> Scenario {
+    Scenario {
+        name: "300-adversaries".into(),
+        adversaries: Some(Adversaries {
+            share: 0.1,
+            behaviours: behaviours.to_vec(),
+            after_s: 20.0,
+            rate_per_s: 20.0,
+            claimed_upload_x: 6.0,
+        }),
+        ..three_hundred()
+    }
+}
+
+#[test]
+fn adversaries_are_banned_while_honest_viewers_keep_playing() {
+    for behaviours in [&[Behaviour::Withhold][..], &Behaviour::ALL[..]] {
+        let r = Simulation::new(three_hundred_with_adversaries(behaviours), TreeMeshSim::default()).run();
+        let a = r.adversaries.as_ref().expect("adversary figures");
+        // The honest viewers' figures (the report's are over honest viewers only).
+        assert!(r.availability.unwrap() >= 0.999, "{r:?}");
+        assert!(r.rebuffer_ratio.unwrap() <= 0.01, "{r:?}");
+        assert!(r.offload.unwrap() >= 0.9, "{r:?}");
+        // Most nodes lied to ban the liar, within seconds (a withholder's child that leaves it before the evidence
+        // is in does not); no honest peer is blamed for a lie, and hardly any for withholding (a parent loaded
+        // enough to keep a pull waiting seconds cannot be told from one that withholds).
+        assert!(a.lied_to > 0 && a.adversaries_banned > 0, "{a:?}");
+        assert!(a.banned as f64 >= 0.5 * a.lied_to as f64, "{a:?}");
+        assert!(a.ban_delay_p95_s.unwrap() <= 10.0, "{a:?}");
+        assert!(a.honest_banned <= 3, "{a:?}");
+        assert!(a.honest_penalised.get("withholding").copied().unwrap_or(0) <= 3, "{a:?}");
+        for offence in ["lie", "bad_block", "forged_entry", "malformed"] {
+            assert!(!a.honest_penalised.contains_key(offence), "{a:?}");
+        }
+        // Nothing is pushed to a peer that did not ask but the one block a former parent had in flight.
+        assert!(a.unsolicited_max_bytes <= 2 * 65_536, "{a:?}");
+    }
+}
+

@@ -25,7 +25,7 @@ const ORIGIN_PLAN_CAP_S: f64 = 0.4;
 /// After an origin failure, leave it alone this long.
 const ORIGIN_BACKOFF_S: f64 = 2.0;
 /// Attach timeouts a cut-off parent is given to repair before its children look elsewhere.
-const CUT_OFF_PATIENCE: f64 = 3.0;
+const CUT_OFF_PATIENCE: f64 = 1.0;
 /// An origin fetch is slow, and peers may race it, after twice the usual time, and never before this.
 const MIN_HEDGE_S: f64 = 0.5;
 

@@ -72,6 +72,9 @@ impl<P: PeerId> TreeMesh<P> {
             self.guard.avoiding.len(),
             self.guard.expired_pulls.len(),
         ];
+        if self.guard.reported.len() > super::machine::MAX_REPORTED {
+            return fail(format!("{} withholders reported", self.guard.reported.len()));
+        }
         if lists.iter().any(|n| *n > MAX_LISTS) {
             return fail(format!("bounded lists hold {lists:?}"));
         }

@@ -1,7 +1,7 @@
 //! The state machine's shape: what goes in, what comes out, and the dispatch between the two.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rand::SeedableRng;
@@ -28,6 +28,8 @@ const MAX_FORMER_PARENTS: usize = 4;
 pub(super) const EXPIRED_PULLS: usize = 32;
 /// Complaints of withholding remembered at most.
 pub(super) const MAX_COMPLAINTS: usize = 32;
+/// Withholders reported from below remembered at most (the broadcaster hears of every one let go in its tree).
+pub(super) const MAX_REPORTED: usize = 4096;
 /// Peers a probe's answer names (peer exchange), and the most taken from one answer.
 const EXCHANGED_PEERS: usize = 4;
 
@@ -445,6 +447,9 @@ pub(super) struct Guard<P> {
     pub(super) complaints: VecDeque<(P, P, f64)>,
     /// Peers let go as children for withholding, refused as children until then.
     pub(super) shunned: VecDeque<(P, f64)>,
+    /// Peers let go for withholding somewhere below us, as our children said (see `TreeMesh::on_withheld`): refused
+    /// as children, and no request is passed towards them, until then.
+    pub(super) reported: BTreeMap<P, f64>,
     /// Parents we left for failing us, not taken as parents again until then.
     pub(super) avoiding: VecDeque<(P, f64)>,
     /// Pulls that timed out lately: (peer, segment, block).
@@ -461,6 +466,7 @@ impl<P> Default for Guard<P> {
             held_places: VecDeque::new(),
             complaints: VecDeque::new(),
             shunned: VecDeque::new(),
+            reported: BTreeMap::new(),
             avoiding: VecDeque::new(),
             expired_pulls: VecDeque::new(),
             held_haves: VecDeque::new(),

@@ -133,7 +133,7 @@ impl<P: PeerId> TreeMesh<P> {
             );
             return;
         }
-        if self.shuns(joiner) {
+        if self.barred(joiner) {
             self.send(
                 joiner,
                 Message::Rejected {
@@ -195,6 +195,8 @@ impl<P: PeerId> TreeMesh<P> {
                 c.routed = 0;
             }
         }
+        // Rooms that name a peer let go for withholding, here or below, are passed over (the guard is read once).
+        let barring = !self.guard.shunned.is_empty() || !self.guard.reported.is_empty();
         let pick = self
             .children
             .iter()
@@ -214,7 +216,10 @@ impl<P: PeerId> TreeMesh<P> {
                 } else {
                     room.filter(|_| has_free)
                 };
-                let (_, below) = room?;
+                let (at, below) = room?;
+                if barring && self.barred(at) {
+                    return None;
+                }
                 // The joiner hangs one level below the room: depth base + below + 1.
                 let depth = base + usize::from(below) + 1;
                 (depth <= max_depth).then_some((depth, c.routed, std::cmp::Reverse(free.saturating_sub(c.routed)), i))

@@ -46,6 +46,7 @@ impl<P: PeerId> TreeMesh<P> {
         let nearest = self
             .listed_children()
             .filter_map(|c| c.fringe)
+            .filter(|(id, _)| !self.barred(*id))
             .min_by_key(|(id, below)| (*below, *id));
         let Some((id, below)) = nearest else { return };
         if below == 0 {

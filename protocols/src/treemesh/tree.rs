@@ -2,7 +2,7 @@
 //! arrive (cut-through: a block goes on as soon as it is verified, never waiting for its segment).
 
 use super::config::Role;
-use super::machine::{MAX_COMPLAINTS, Suspicion};
+use super::machine::{MAX_COMPLAINTS, MAX_REPORTED, Suspicion};
 use super::machine::{PeerId, TreeMesh};
 use super::message::{Advert, Message, Refusal, SegmentInfo, WITHHELD_COMPLAINTS};
 use super::peers::OptTime;
@@ -478,21 +478,35 @@ impl<P: PeerId> TreeMesh<P> {
         // segment it did not push us, it withheld it (see `settle_suspicion`).
         let silent_s = now - parent.last_block_at;
         let mute = silent_s >= WITHHELD_SILENCE_SEGMENTS * self.cfg.segment_s;
-        if claims_rooted && mute && self.suspicion.is_none() {
-            let grandparent = self.path.len().checked_sub(2).map(|i| self.path[i]);
-            self.suspicion = Some(Suspicion {
-                parent: id,
-                grandparent,
-                since: now,
-                seq,
-                early: false,
-                owed: false,
-                pulled: false,
-            });
-            self.send(id, Message::Probe);
+        if claims_rooted && mute {
+            match self.suspicion.as_mut() {
+                // Asked early already: its answer (or its silence) now settles a whole segment withheld.
+                Some(s) if s.parent == id => s.early = false,
+                Some(_) => {}
+                None => {
+                    let grandparent = self.path.len().checked_sub(2).map(|i| self.path[i]);
+                    self.suspicion = Some(Suspicion {
+                        parent: id,
+                        grandparent,
+                        since: now,
+                        seq,
+                        early: false,
+                        owed: false,
+                        pulled: false,
+                    });
+                    self.send(id, Message::Probe);
+                }
+            }
+            if self.suspicion.is_some_and(|s| s.parent == id) {
+                // A parent that says it is connected and has sent nothing at all for a whole segment is not slow but
+                // stopped — or starving itself, when the break is further up: every peer below a break goes quiet
+                // at once, and if each left its parent the whole subtree would scatter into orphans. Its answer,
+                // due within a round trip, tells: one starving says so, and is kept while its own repair runs; one
+                // fed is left and blamed. Meanwhile our subtree hears that we are cut off.
+                self.set_path(self.path.clone(), false);
+                return;
+            }
         }
-        // A parent that says it is connected and has sent nothing at all for a whole segment is not slow but stopped:
-        // it is left at once.
         if strikes < STRIKES_TO_REPLACE && !(claims_rooted && mute) {
             if strikes == 1 {
                 // Starving: our subtree hears that we are cut off for now, so that it neither takes newcomers nor
@@ -528,7 +542,8 @@ impl<P: PeerId> TreeMesh<P> {
         self.suspicion = None;
         let withheld =
             advert.rooted && advert.newest.is_some_and(|n| n >= suspicion.seq) && (!suspicion.early || suspicion.owed);
-        if advert.rooted && self.parent.is_some_and(|p| p.id == from) && (withheld || suspicion.early) {
+        if advert.rooted && self.parent.is_some_and(|p| p.id == from) {
+            // Connected and fed, and of no use to us: left, whatever the reason.
             self.leave_parent(from);
         }
         if withheld {
@@ -638,7 +653,13 @@ impl<P: PeerId> TreeMesh<P> {
     /// drawing the joiners our subtree's room attracts). Its subtree's orphans are then placed as a lost forwarder's
     /// are.
     pub(super) fn on_withheld(&mut self, from: P, accused: P) {
-        if from == accused || !self.children.iter().any(|c| c.id == accused) {
+        if from == accused || accused == self.me {
+            return;
+        }
+        if !self.children.iter().any(|c| c.id == accused) {
+            if self.children.iter().any(|c| c.id == from) {
+                self.on_reported(accused);
+            }
             return;
         }
         let now = self.now;
@@ -668,10 +689,48 @@ impl<P: PeerId> TreeMesh<P> {
         self.children.retain(|c| c.id != accused);
         self.send(accused, Message::Detach);
         self.shun(accused);
+        // Our ancestors hear of it too: it asks them for a place next (an orphan asks its grandparent, anyone the
+        // broadcaster), and a withholder placed again takes new children to starve.
+        if let Some(parent) = self.parent {
+            self.send(parent.id, Message::Withheld { parent: accused });
+        }
         if forwarder {
             self.recruit_for_orphans();
         }
         self.advertise_changes();
+    }
+
+    /// A child says it let `accused` go for withholding (a peer below it, not ours): it is refused as a child, and no
+    /// request is passed towards it, for [`SHUN_S`]; and our own parent hears of it, up to the broadcaster. A lying
+    /// child can keep a peer out of the places below its ancestors for a while, no worse than it can by sending
+    /// nothing itself.
+    fn on_reported(&mut self, accused: P) {
+        let now = self.now;
+        let reported = &mut self.guard.reported;
+        if reported.get(&accused).is_some_and(|until| *until > now) {
+            return;
+        }
+        if reported.len() >= MAX_REPORTED {
+            reported.retain(|_, until| *until > now);
+            if reported.len() >= MAX_REPORTED {
+                // Full of live entries: the one that expires first goes.
+                let first = reported.iter().min_by(|a, b| a.1.total_cmp(b.1)).map(|(p, _)| *p);
+                if let Some(first) = first {
+                    reported.remove(&first);
+                }
+            }
+        }
+        reported.insert(accused, now + SHUN_S);
+        if let Some(parent) = self.parent {
+            self.send(parent.id, Message::Withheld { parent: accused });
+        }
+        self.advertise_changes();
+    }
+
+    /// Whether `peer` is kept out of our subtree: let go by us, or below us, for withholding.
+    pub(super) fn barred(&self, peer: P) -> bool {
+        self.shuns(peer)
+            || (!self.guard.reported.is_empty() && self.guard.reported.get(&peer).is_some_and(|t| *t > self.now))
     }
 
     /// Whether a complaint of withholding against `child` stands: requests are not passed down to it meanwhile.

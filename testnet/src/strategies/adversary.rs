@@ -67,6 +67,8 @@ pub(crate) struct Adversarial {
     /// When each node banned each peer.
     ban_at: FxHashMap<(u32, u32), f64>,
     quotas: FxHashMap<(u32, u32, QuotaClass), Gcra>,
+    /// When each bad-blocks adversary's uplink is free for its next junk block.
+    junk_until: FxHashMap<u32, f64>,
     /// Identities admitted per (node, address).
     connections: FxHashMap<(u32, u32), u32>,
     admitted: FxHashSet<(u32, u32)>,
@@ -90,6 +92,7 @@ impl Adversarial {
             withholding: FxHashMap::default(),
             ban_at: FxHashMap::default(),
             quotas: FxHashMap::default(),
+            junk_until: FxHashMap::default(),
             connections: FxHashMap::default(),
             admitted: FxHashSet::default(),
             refused: 0,
@@ -139,6 +142,17 @@ impl Adversarial {
     /// Whether either of `a` and `b` banned the other: nothing passes between them.
     pub(crate) fn cut(&self, a: u32, b: u32) -> bool {
         !self.banned.is_empty() && (self.banned.contains(&(a, b)) || self.banned.contains(&(b, a)))
+    }
+
+    /// Whether bad-blocks adversary `adversary`'s uplink is free at `now` for a junk block that takes `send_s` on
+    /// it (then it is busy that long).
+    pub(crate) fn may_send_junk(&mut self, adversary: u32, now: f64, send_s: f64) -> bool {
+        let until = self.junk_until.entry(adversary).or_insert(0.0);
+        if *until > now {
+            return false;
+        }
+        *until = now + send_s;
+        true
     }
 
     /// An adversary lied to `victim` at `now` (the first lie to each victim is what ban delays count from).

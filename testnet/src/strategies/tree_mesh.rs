@@ -560,9 +560,18 @@ impl TreeMeshSim {
                 self.send_as(core, adversary, victim, message);
             }
             Behaviour::BadBlocks => {
-                adversarial.lied(victim, adversary, now);
                 let info = core.segment_info(newest);
                 let bytes = u64::from(info.block_bytes(0, core.scenario.block_size()));
+                // Junk takes the adversary's uplink like any block: it sends no faster than its link carries (the
+                // network model would otherwise queue the flood's transfers without end, and no victim would ever
+                // see the first of them).
+                let uplink_bps = core.viewers[adversary as usize].upload_x * core.scenario.bitrate_kbps * 1000.0;
+                if !adversarial.may_send_junk(adversary, now, bytes as f64 * 8.0 / uplink_bps) {
+                    let tag = self.messages.insert(InFlight::Lie { adversary });
+                    core.set_timer(now + 1.0 / rate, tag_message(tag));
+                    return;
+                }
+                adversarial.lied(victim, adversary, now);
                 let tag = self.transfers.insert(Transfer {
                     from: Some(adversary),
                     to: victim,
