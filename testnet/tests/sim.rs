@@ -174,7 +174,10 @@ fn adversaries_are_banned_while_honest_viewers_keep_playing() {
         assert!(a.banned as f64 >= 0.5 * a.lied_to as f64, "{a:?}");
         assert!(a.ban_delay_p95_s.unwrap() <= 10.0, "{a:?}");
         assert!(a.honest_banned <= 3, "{a:?}");
-        assert!(a.honest_penalised.get("withholding").copied().unwrap_or(0) <= 3, "{a:?}");
+        assert!(
+            a.honest_penalised.get("withholding").copied().unwrap_or(0) <= 3,
+            "{a:?}"
+        );
         for offence in ["lie", "bad_block", "forged_entry", "malformed"] {
             assert!(!a.honest_penalised.contains_key(offence), "{a:?}");
         }
@@ -182,4 +185,3 @@ fn adversaries_are_banned_while_honest_viewers_keep_playing() {
         assert!(a.unsolicited_max_bytes <= 2 * 65_536, "{a:?}");
     }
 }
-

@@ -616,22 +616,31 @@ impl<P: PeerId> TreeMesh<P> {
         self.send(parent.id, Message::Probe);
     }
 
-    /// A suspect that did not answer in time, or did not send the block it was asked for, is taken to have withheld
-    /// (one asked early and not answering is only forgotten).
+    /// A suspect that said it holds a segment and did not send the block of it we asked for withheld it. One that
+    /// did not answer the probe at all after a whole segment of silence is as good as gone — a process that died
+    /// behind a QUIC connection is silent until the connection times out — so it is left and its parent told, but
+    /// not penalised: silence is no evidence. One asked early and not answering is only forgotten (its answer may be
+    /// on the way).
     pub(super) fn expire_suspicion(&mut self) {
         if let Some(suspicion) = self.suspicion
             && suspicion.since + SUSPICION_S <= self.now
         {
             self.suspicion = None;
-            // A short silence is not enough to blame a peer that does not answer (its answer may be on the way).
-            if suspicion.pulled || !suspicion.early {
+            if suspicion.pulled {
                 self.blame_withholder(suspicion.parent, suspicion.grandparent);
+            } else if !suspicion.early {
+                self.report_withholder(suspicion.parent, suspicion.grandparent);
             }
         }
     }
 
     fn blame_withholder(&mut self, parent: P, grandparent: Option<P>) {
         self.misbehaved(parent, Offence::Withholding);
+        self.report_withholder(parent, grandparent);
+    }
+
+    /// Tells `parent`'s parent that it withheld the stream from us, and leaves it if it is still our parent.
+    fn report_withholder(&mut self, parent: P, grandparent: Option<P>) {
         if let Some(grandparent) = grandparent {
             self.send(grandparent, Message::Withheld { parent });
         }
