@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::ops::RangeInclusive;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,7 +28,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/streams/{id}/manifest", get(manifest_handler))
         .route("/streams/{id}/{file}", get(segment_handler))
         .route("/api/status", get(status_handler))
-        .route("/api/policy", get(get_policy).post(post_policy))
+        .route(
+            "/api/policy",
+            get(get_policy).post(post_policy).layer((
+                axum::middleware::from_fn(refuse_oversized_policy),
+                DefaultBodyLimit::max(POLICY_BODY_LIMIT),
+            )),
+        )
         .route("/metrics", get(metrics_handler))
         .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(shared)
@@ -216,6 +223,28 @@ impl IntoResponse for JsonError {
         }
         (self.0, Json(Body { error: self.1 })).into_response()
     }
+}
+
+/// The largest `POST /api/policy` body read (axum's default): a policy is a few dozen bytes of JSON, but a deeply
+/// nested or padded one up to this size is read and refused with the parser's reason.
+const POLICY_BODY_LIMIT: usize = 2 << 20;
+
+/// Refuses a policy body whose announced length is over [`POLICY_BODY_LIMIT`] before reading a byte of it (a client
+/// that sent `Expect: 100-continue` never sends it); one that comes without a length is cut at the limit as it is
+/// read.
+async fn refuse_oversized_policy(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > POLICY_BODY_LIMIT as u64) {
+        return JsonError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {POLICY_BODY_LIMIT} bytes; a policy is a small JSON object"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn get_policy(State(shared): State<Arc<Shared>>) -> Json<Policy> {
