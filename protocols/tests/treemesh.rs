@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use streamrp2p_protocols::score::Offence;
 use streamrp2p_protocols::treemesh::{
     Advert, AttachRequest, BlockSource, Config, Input, Message, Output, Policy, Refusal, Role, SegmentInfo, TreeMesh,
     UploadKind,
@@ -28,6 +29,11 @@ struct Net {
     origin_cancels: Vec<(u32, u64, u16)>,
     pushes: Vec<(u32, u32, u64, u16)>,
     sent: Vec<(u32, u32, Message<u32>)>,
+    /// Blocks a peer keeps from another: (from, to, pull answers too). Kept blocks are still reported sent to the
+    /// peer that keeps them, as a withholder's own machine would believe.
+    kept: Option<(u32, u32, bool)>,
+    /// Penalties given to the peer that keeps blocks: (by whom, offence). A penalty to any other peer fails the test.
+    penalties: Vec<(u32, Offence)>,
 }
 
 impl Net {
@@ -46,6 +52,8 @@ impl Net {
             origin_cancels: Vec::new(),
             pushes: Vec::new(),
             sent: Vec::new(),
+            kept: None,
+            penalties: Vec::new(),
         }
     }
 
@@ -87,7 +95,10 @@ impl Net {
                     Output::Push { to, segment, block } | Output::Serve { to, segment, block } => {
                         self.pushes.push((from, to, segment.seq, block));
                         let pushed = self.machines.get(&from).unwrap().children().any(|c| c == to);
-                        if let Some(m) = self.machines.get_mut(&to) {
+                        let kept = self
+                            .kept
+                            .is_some_and(|(f, t, answers)| (f, t) == (from, to) && (pushed || answers));
+                        if !kept && let Some(m) = self.machines.get_mut(&to) {
                             m.handle(
                                 self.now,
                                 Input::Block {
@@ -107,7 +118,11 @@ impl Net {
                     Output::CancelOrigin { segment, block } => self.origin_cancels.push((from, segment.seq, block)),
                     Output::FindPeers | Output::SegmentComplete(_) => {}
                     Output::Misbehaved { peer, offence } => {
-                        panic!("{from} says honest peer {peer} misbehaved: {offence:?}")
+                        assert!(
+                            self.kept.is_some_and(|(f, ..)| f == peer),
+                            "{from} says honest peer {peer} misbehaved: {offence:?}"
+                        );
+                        self.penalties.push((from, offence));
                     }
                 }
             }
@@ -667,4 +682,65 @@ fn a_neighbour_that_said_it_holds_a_segment_is_not_told_of_it_again() {
         .map(|(_, t, _)| *t)
         .collect();
     assert_eq!(told, vec![70], "60 said it holds segment 0: only 70 hears of it");
+}
+
+/// Six forwarders under the broadcaster and a leaf under one of them, which keeps every block from the leaf (and,
+/// when `answers_too`, its answers to the leaf's pulls) from segment 5 on, while it goes on saying it is connected
+/// and fed. Returns the network after segment 10, and the forwarder.
+fn forwarder_keeps_blocks_from_its_child(answers_too: bool) -> (Net, u32) {
+    let mut net = Net::new();
+    fill_the_root(&mut net, 6.0);
+    net.advance(1.0);
+    join(&mut net, 7, config(Role::Viewer, 1.5), &[ROOT]);
+    net.advance(2.0);
+    let parent = net.m(7).parent().expect("the leaf is placed");
+    assert_ne!(parent, ROOT, "the broadcaster's slots are taken");
+    for seq in 0..=10 {
+        if seq == 5 {
+            net.kept = Some((parent, 7, answers_too));
+        }
+        net.input(ROOT, Input::Published(segment(seq)));
+        for viewer in 1..=7 {
+            net.input(viewer, Input::Announced(segment(seq)));
+        }
+        net.advance(net.now + 2.0);
+    }
+    (net, parent)
+}
+
+#[test]
+fn a_parent_that_keeps_the_stream_and_the_evidence_is_left_reported_and_banned() {
+    let (net, parent) = forwarder_keeps_blocks_from_its_child(true);
+    assert_ne!(net.m(7).parent(), Some(parent), "the child left it");
+    assert_eq!(
+        net.penalties,
+        vec![(7, Offence::Withholding)],
+        "blamed once, by its child"
+    );
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (7, ROOT) && *m == Message::Withheld { parent }),
+        "its parent was told"
+    );
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (7, parent) && matches!(m, Message::Want { .. })),
+        "the block it said it holds was asked of it first"
+    );
+}
+
+#[test]
+fn a_parent_that_answers_for_the_segment_it_did_not_push_is_left_but_not_blamed() {
+    // It sends the block asked of it: slow or confused, not withholding.
+    let (net, parent) = forwarder_keeps_blocks_from_its_child(false);
+    assert_ne!(net.m(7).parent(), Some(parent), "of no use to its child, it was left");
+    assert!(net.penalties.is_empty(), "{:?}", net.penalties);
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (7, parent) && matches!(m, Message::Want { .. })),
+        "the evidence was asked for"
+    );
 }

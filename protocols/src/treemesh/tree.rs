@@ -525,10 +525,10 @@ impl<P: PeerId> TreeMesh<P> {
         self.lose_parent();
     }
 
-    /// The answer of a parent we suspect of withholding. One we left after a whole segment of silence withheld if it
-    /// says it is connected and fed and holds whole the segment it did not push us — and so did one that does not
-    /// answer at all within [`SUSPICION_S`] (an honest peer answers a probe at once). A parent that is itself behind
-    /// or cut off says so, and is not blamed. A parent asked early, after a short silence (see
+    /// The answer of a parent we suspect of withholding. One silent a whole segment is suspected if it says it is
+    /// connected and fed and holds whole the segment it did not push us (one that does not answer at all is only
+    /// left and reported, see [`Self::expire_suspicion`]). A parent that is itself behind or cut off says so, and is
+    /// not blamed. A parent asked early, after a short silence (see
     /// [`Self::ask_silent_parent`]), that says it is connected and fed is of no use to us now, whatever the reason,
     /// and is left; it is suspected only if it sent nothing at all of a segment it holds whole and we never declined —
     /// an honest parent deep in the tree may be slow, but sends what it has.
@@ -553,23 +553,15 @@ impl<P: PeerId> TreeMesh<P> {
 
     /// Pulls a block of the segment a suspect says it holds whole and did not push us: one that sends it is slow, not
     /// withholding, and is forgiven; one that does not within [`SUSPICION_S`], or says it lacks it, withheld it (see
-    /// [`Self::expire_suspicion`], [`Self::on_evidence`]). Without the segment's entry there is nothing to ask for,
-    /// and its word stands.
+    /// [`Self::expire_suspicion`], [`Self::on_evidence`]). Its parent hears at once: a complaint only stops it being
+    /// offered newcomers, and only a second one, from another child, has it let go (not banned) — its subtree cannot
+    /// wait for the evidence. Without the segment's entry (gone from the window) there is nothing to ask for, and no
+    /// penalty.
     fn demand_evidence(&mut self, suspicion: Suspicion<P>) {
+        self.report_withholder(suspicion.parent, suspicion.grandparent);
         let Some(segment) = self.window.get(suspicion.seq).map(|s| s.info) else {
-            self.blame_withholder(suspicion.parent, suspicion.grandparent);
             return;
         };
-        // Its parent hears at once: a complaint only stops it being offered newcomers, and only a second one, from
-        // another child, has it let go (not banned) — its subtree cannot wait for the evidence.
-        if let Some(grandparent) = suspicion.grandparent {
-            self.send(
-                grandparent,
-                Message::Withheld {
-                    parent: suspicion.parent,
-                },
-            );
-        }
         self.suspicion = Some(Suspicion {
             since: self.now,
             pulled: true,
