@@ -74,6 +74,21 @@ struct Wire {
     mesh: request_response::Behaviour<TreeMeshCodec>,
 }
 
+/// The attach request a forged `Place` carries: a joiner that wants the whole live window from segment 0, which an
+/// honest peer that took it on a third party's word would push it (the lie a `Place` from a non-parent tells).
+pub(crate) fn forged_request(nonce: u64) -> AttachRequest {
+    AttachRequest {
+        from_seq: 0,
+        held: 0,
+        reachable: true,
+        slots: 0,
+        stable: false,
+        max_depth: u8::MAX,
+        orphan: false,
+        nonce,
+    }
+}
+
 fn wire_swarm(listen: &str) -> Result<Swarm<Wire>> {
     let mut swarm = SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -283,16 +298,7 @@ impl Adversary {
             }
             Behaviour::ForgedPlace => {
                 let Some(joiner) = self.sink_id else { return Ok(None) };
-                let request = AttachRequest {
-                    from_seq: 0,
-                    held: 0,
-                    reachable: true,
-                    slots: 0,
-                    stable: false,
-                    max_depth: u8::MAX,
-                    orphan: false,
-                    nonce: rand::random(),
-                };
+                let request = forged_request(rand::random());
                 self.frame(
                     victim,
                     Message::Place {

@@ -9,7 +9,7 @@
 use rand::Rng;
 use streamrp2p_protocols::score::Offence;
 use streamrp2p_protocols::treemesh::{
-    AttachRequest, BlockSource, Config, Input, Message, Output, Role, SegmentInfo, TreeMesh, UploadKind,
+    BlockSource, Config, Input, Message, Output, Role, SegmentInfo, TreeMesh, UploadKind,
 };
 
 use super::adversary::{Adversarial, SYBIL_BASE};
@@ -542,16 +542,7 @@ impl TreeMeshSim {
                 let Some(third) = self.honest_viewer(core, victim) else {
                     return;
                 };
-                let request = AttachRequest {
-                    from_seq: 0,
-                    held: 0,
-                    reachable: true,
-                    slots: 0,
-                    stable: false,
-                    max_depth: u8::MAX,
-                    orphan: false,
-                    nonce: core.rng.random(),
-                };
+                let request = crate::adversary::forged_request(core.rng.random());
                 let message = Message::Place {
                     joiner: third,
                     request,
