@@ -40,7 +40,8 @@ mod throttle;
 pub use config::{DEFAULT_UPLOAD_CAPACITY_KBPS, DhtMode, NodeConfig};
 pub use libp2p::{Multiaddr, PeerId};
 pub use network::{
-    Ack, BuildError, CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Received, TREEMESH_PROTOCOL, TreeMeshCodec, wire_error,
+    Ack, BuildError, CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Received, TREEMESH_PROTOCOL, TreeMeshCodec,
+    chunk_client, treemesh_client, wire_error,
 };
 pub(crate) use node::Shared;
 pub use node::{Node, NodeError, NodeEvent, NodeHandle};

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{SwarmBuilder, gossipsub, identify, kad, noise, request_response, tcp, yamux};
 use streamrp2p_node::{
-    CHUNK_PROTOCOL, ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, Received, StreamId, TREEMESH_PROTOCOL,
-    TreeMeshCodec, sample,
+    ChunkCodec, KAD_PROTOCOL, Node, NodeConfig, NodeHandle, Received, StreamId, TreeMeshCodec, chunk_client, sample,
+    treemesh_client,
 };
 use streamrp2p_protocols::Keypair;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse, ManifestResponse};
@@ -70,16 +70,8 @@ async fn spawn_adversary(lie: Lie, broadcaster: &NodeHandle, stream: StreamId) -
                 gossipsub,
                 kad,
                 identify: identify::Behaviour::new(identify::Config::new("/streamrp2p/1.0.0".into(), key.public())),
-                chunk: request_response::Behaviour::with_codec(
-                    ChunkCodec::default(),
-                    [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                ),
-                mesh: request_response::Behaviour::with_codec(
-                    TreeMeshCodec::default(),
-                    [(TREEMESH_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                ),
+                chunk: chunk_client(),
+                mesh: treemesh_client(),
             }
         })
         .unwrap()

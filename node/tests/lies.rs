@@ -13,8 +13,8 @@ use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, request_response, tcp, yamux};
 use streamrp2p_node::{
-    CHUNK_PROTOCOL, ChunkCodec, Node, NodeConfig, NodeHandle, StreamId, StreamStatus, TREEMESH_PROTOCOL, TreeMeshCodec,
-    sample,
+    ChunkCodec, Node, NodeConfig, NodeHandle, StreamId, StreamStatus, TreeMeshCodec, chunk_client, sample,
+    treemesh_client,
 };
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse};
 use streamrp2p_protocols::segment::BLOCK_SIZE;
@@ -67,16 +67,8 @@ impl Liar {
             .unwrap()
             .with_quic()
             .with_behaviour(|_| ClientBehaviour {
-                chunk: request_response::Behaviour::with_codec(
-                    ChunkCodec::default(),
-                    [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                ),
-                mesh: request_response::Behaviour::with_codec(
-                    TreeMeshCodec::default(),
-                    [(TREEMESH_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                ),
+                chunk: chunk_client(),
+                mesh: treemesh_client(),
             })
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))

@@ -174,6 +174,25 @@ fn behaviour(key: &Keypair, config: &NodeConfig, limiter: Arc<UploadLimiter>) ->
     })
 }
 
+/// The chunk protocol for a client built on the library (a tool, a test, a peer that speaks only the wire format):
+/// the node's codec without its upload limiter, libp2p's request-response defaults otherwise.
+pub fn chunk_client() -> request_response::Behaviour<ChunkCodec> {
+    request_response::Behaviour::with_codec(
+        ChunkCodec::default(),
+        [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default(),
+    )
+}
+
+/// The tree-mesh protocol for a client built on the library (see [`chunk_client`]).
+pub fn treemesh_client() -> request_response::Behaviour<TreeMeshCodec> {
+    request_response::Behaviour::with_codec(
+        TreeMeshCodec::default(),
+        [(TREEMESH_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, request_response, tcp, yamux};
-use streamrp2p_node::{Ack, CHUNK_PROTOCOL, ChunkCodec, Received, TREEMESH_PROTOCOL, TreeMeshCodec};
+use streamrp2p_node::{Ack, ChunkCodec, Received, TreeMeshCodec, chunk_client, treemesh_client};
 use streamrp2p_protocols::Cid;
 use streamrp2p_protocols::chunk::{ChunkRequest, ChunkResponse};
 use streamrp2p_protocols::segment::BLOCK_SIZE;
@@ -99,16 +99,8 @@ fn wire_swarm(listen: &str) -> Result<Swarm<Wire>> {
         )?
         .with_quic()
         .with_behaviour(|_| Wire {
-            chunk: request_response::Behaviour::with_codec(
-                ChunkCodec::default(),
-                [(CHUNK_PROTOCOL, request_response::ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
-            mesh: request_response::Behaviour::with_codec(
-                TreeMeshCodec::default(),
-                [(TREEMESH_PROTOCOL, request_response::ProtocolSupport::Full)],
-                request_response::Config::default(),
-            ),
+            chunk: chunk_client(),
+            mesh: treemesh_client(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
