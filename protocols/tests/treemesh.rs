@@ -633,6 +633,83 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
 }
 
 #[test]
+fn pushes_from_a_peer_that_took_us_too_late_were_asked_for() {
+    // Viewer 9 below 60, which the broadcaster (50, answered for by the test) placed it under; 70 is nearer.
+    let mut net = Net::new();
+    join_scripted(&mut net, 9, &[60, 70], 50);
+    let advert = |spare_slots| advert_below(50, true, spare_slots, None);
+    let reply = |spare| Message::ProbeReply {
+        advert: advert(spare),
+        peers: Vec::new(),
+    };
+    net.advance(0.1);
+    net.receive(9, 70, reply(2));
+    net.advance(0.3);
+    net.receive(9, 60, reply(1));
+    let nonce = last_nonce(&net, 9);
+    net.receive(
+        9,
+        60,
+        Message::Accepted {
+            advert: advert(0),
+            nonce,
+        },
+    );
+    // 9 asks 70 for a place; the answer is slow, and 9 gives the request up.
+    net.sent.clear();
+    let mut t = net.now;
+    while !net
+        .sent
+        .iter()
+        .any(|(f, t, m)| (*f, *t) == (9, 70) && matches!(m, Message::Attach(_)))
+    {
+        assert!(t < 15.0, "9 never asked 70");
+        t += 0.25;
+        net.advance(t);
+    }
+    let nonce = last_nonce(&net, 9);
+    net.advance(net.now + 2.5);
+    // 70 took it all the same, and pushes at once; 9 keeps 60 and tells 70 it is not its child...
+    net.receive(
+        9,
+        70,
+        Message::Accepted {
+            advert: advert(1),
+            nonce,
+        },
+    );
+    assert_eq!(net.m(9).parent(), Some(60));
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (9, 70) && *m == Message::Detach)
+    );
+    // ...and the blocks 70 pushed before that Detach reached it are no lie (the harness fails on any penalty).
+    net.input(9, Input::Announced(segment(0)));
+    let block = |b| Input::Block {
+        from: BlockSource::Peer(70),
+        segment: segment(0),
+        block: b,
+    };
+    net.input(9, block(0));
+    net.input(9, block(1));
+    assert!(net.penalties.is_empty());
+    // Long after, a push from 70 is one nobody asked for.
+    net.kept = Some((70, 9, false));
+    net.advance(net.now + 6.0);
+    net.input(9, Input::Announced(segment(1)));
+    net.input(
+        9,
+        Input::Block {
+            from: BlockSource::Peer(70),
+            segment: segment(1),
+            block: 0,
+        },
+    );
+    assert_eq!(net.penalties, vec![(9, Offence::Unsolicited)]);
+}
+
+#[test]
 fn a_neighbour_that_said_it_holds_a_segment_is_not_told_of_it_again() {
     // Viewer 9 below the broadcaster; 60 and 70 are its mesh neighbours, answered for by the test.
     let mut net = Net::new();

@@ -990,7 +990,8 @@ impl<P: PeerId> TreeMesh<P> {
         former.push_back((old, self.now));
     }
 
-    /// Whether `peer` was our parent within [`FORMER_PARENT_GRACE_S`]: what it sent before it heard we left is no lie.
+    /// Whether `peer` was our parent, or took us on our own request, within [`FORMER_PARENT_GRACE_S`]: what it sent
+    /// before it heard we left is no lie.
     pub(super) fn was_parent_lately(&self, peer: P) -> bool {
         self.guard
             .former_parents

@@ -333,6 +333,16 @@ impl<P: PeerId> TreeMesh<P> {
                 self.attempt = None;
                 self.push_from().0
             }
+            (_, Some((given_up, _))) if given_up == nonce => {
+                // We have a parent now. It took us on our own request, and may have begun pushing before our
+                // Detach reaches it: those blocks were asked for.
+                self.guard.given_up = None;
+                if self.parent.is_none_or(|p| p.id != from) {
+                    self.send(from, Message::Detach);
+                    self.remember_former_parent(from);
+                }
+                return;
+            }
             _ => {
                 if self.parent.is_none_or(|p| p.id != from) {
                     self.send(from, Message::Detach);
@@ -347,8 +357,9 @@ impl<P: PeerId> TreeMesh<P> {
         let avoided = self.avoids(from);
         if advert.path.contains(&self.me) || advert.path.len() >= MAX_DEPTH || avoided {
             // Our own descendant (a loop), too deep, or a parent we just left for failing us. Leave and look
-            // elsewhere.
+            // elsewhere. It took us on our own request, so what it pushed before our Detach reached it was asked for.
             self.send(from, Message::Detach);
+            self.remember_former_parent(from);
             self.retry_attach_at = now + RETRY_ATTACH_S;
             return;
         }
