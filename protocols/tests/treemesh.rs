@@ -565,23 +565,21 @@ fn a_lost_forwarders_subtrees_keep_their_depth_under_a_recruit_from_the_fringe()
     assert_eq!(net.m(ROOT).children().count(), 2, "never beyond the budget");
 }
 
-#[test]
-fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
-    // Peers 50 (the broadcaster), 60 and 70 are not machines here: the test answers for them, when it likes, so
-    // the viewer measures the latencies the test chooses.
-    let mut net = Net::new();
-    join_scripted(&mut net, 9, &[60, 70], 50);
+/// Viewer 9 joins through the broadcaster 50 with candidates 60 and 70, which are not machines here: the test answers
+/// for them, so that 70 measures nearer (0.05 s away) and 60 farther, and the broadcaster places 9 below 60, at level
+/// 2.
+fn placed_below_60_near_70(net: &mut Net) {
+    join_scripted(net, 9, &[60, 70], 50);
     let advert = |spare_slots| advert_below(50, true, spare_slots, None);
     let reply = |spare| Message::ProbeReply {
         advert: advert(spare),
         peers: Vec::new(),
     };
-    // 70 answers in 0.1 s (0.05 s away), 60 in 0.3 s; the broadcaster placed the viewer below 60, at level 2.
     net.advance(0.1);
     net.receive(9, 70, reply(2));
     net.advance(0.3);
     net.receive(9, 60, reply(1));
-    let nonce = last_nonce(&net, 9);
+    let nonce = last_nonce(net, 9);
     net.receive(
         9,
         60,
@@ -591,6 +589,15 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
         },
     );
     assert_eq!((net.m(9).parent(), net.m(9).depth()), (Some(60), Some(2)));
+}
+
+#[test]
+fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
+    // Peers 50 (the broadcaster), 60 and 70 are not machines here: the test answers for them, when it likes, so
+    // the viewer measures the latencies the test chooses.
+    let mut net = Net::new();
+    placed_below_60_near_70(&mut net);
+    let advert = |spare_slots| advert_below(50, true, spare_slots, None);
 
     // In time it asks 70, as near the root and nearer to it, for a place no deeper than its own...
     net.sent.clear();
@@ -634,27 +641,9 @@ fn a_viewer_moves_to_a_closer_parent_no_deeper_than_it_is() {
 
 #[test]
 fn pushes_from_a_peer_that_took_us_too_late_were_asked_for() {
-    // Viewer 9 below 60, which the broadcaster (50, answered for by the test) placed it under; 70 is nearer.
     let mut net = Net::new();
-    join_scripted(&mut net, 9, &[60, 70], 50);
+    placed_below_60_near_70(&mut net);
     let advert = |spare_slots| advert_below(50, true, spare_slots, None);
-    let reply = |spare| Message::ProbeReply {
-        advert: advert(spare),
-        peers: Vec::new(),
-    };
-    net.advance(0.1);
-    net.receive(9, 70, reply(2));
-    net.advance(0.3);
-    net.receive(9, 60, reply(1));
-    let nonce = last_nonce(&net, 9);
-    net.receive(
-        9,
-        60,
-        Message::Accepted {
-            advert: advert(0),
-            nonce,
-        },
-    );
     // 9 asks 70 for a place; the answer is slow, and 9 gives the request up.
     net.sent.clear();
     let mut t = net.now;
@@ -694,7 +683,27 @@ fn pushes_from_a_peer_that_took_us_too_late_were_asked_for() {
     net.input(9, block(0));
     net.input(9, block(1));
     assert!(net.penalties.is_empty());
-    // Long after, a push from 70 is one nobody asked for.
+    // A peer that takes 9 for its child unasked (a nonce 9 never sent) earns no such grace.
+    net.kept = Some((80, 9, false));
+    net.receive(
+        9,
+        80,
+        Message::Accepted {
+            advert: advert(1),
+            nonce: nonce ^ 1,
+        },
+    );
+    net.input(
+        9,
+        Input::Block {
+            from: BlockSource::Peer(80),
+            segment: segment(0),
+            block: 2,
+        },
+    );
+    assert_eq!(net.penalties, vec![(9, Offence::Unsolicited)]);
+    // Long after, a push from 70 is one nobody asked for either.
+    net.penalties.clear();
     net.kept = Some((70, 9, false));
     net.advance(net.now + 6.0);
     net.input(9, Input::Announced(segment(1)));
