@@ -794,6 +794,33 @@ fn forwarder_keeps_blocks_from_its_child(answers_too: bool) -> (Net, u32) {
     (net, parent)
 }
 
+/// The six forwarders of [`forwarder_keeps_blocks_from_its_child`] with segments 0 to 4 out, and a leaf that joins
+/// just then under one of them, which keeps every block from it (and its answers to its pulls) from the first.
+/// Returns the network after segment 10, and the forwarder.
+fn forwarder_keeps_blocks_from_a_new_child() -> (Net, u32) {
+    let mut net = Net::new();
+    fill_the_root(&mut net, 6.0);
+    let mut parent = None;
+    for seq in 0..=10 {
+        if seq == 5 {
+            // Forwarder 1 has room, and is the only peer the leaf knows: it keeps everything from the start.
+            net.kept = Some((1, 7, true));
+            join(&mut net, 7, config(Role::Viewer, 1.5), &[1]);
+            net.advance(net.now + 0.5);
+            parent = net.m(7).parent();
+            assert_eq!(parent, Some(1), "the leaf is placed under the forwarder it knows");
+        }
+        net.input(ROOT, Input::Published(segment(seq)));
+        for viewer in 1..=7 {
+            if seq >= 5 || viewer < 7 {
+                net.input(viewer, Input::Announced(segment(seq)));
+            }
+        }
+        net.advance(net.now + 2.0);
+    }
+    (net, parent.expect("placed"))
+}
+
 #[test]
 fn a_parent_that_keeps_the_stream_and_the_evidence_is_left_reported_and_banned() {
     let (net, parent) = forwarder_keeps_blocks_from_its_child(true);
@@ -814,6 +841,50 @@ fn a_parent_that_keeps_the_stream_and_the_evidence_is_left_reported_and_banned()
             .iter()
             .any(|(f, t, m)| (*f, *t) == (7, parent) && matches!(m, Message::Want { .. })),
         "the block it said it holds was asked of it first"
+    );
+}
+
+#[test]
+fn a_parent_that_keeps_the_stream_from_a_child_it_just_took_is_reported_and_banned() {
+    // It never sends its new child anything: its first segment was owed as much as any later one. (A child that
+    // only left it would let it draw, and starve, the next newcomer its parent routes to it.)
+    let (net, parent) = forwarder_keeps_blocks_from_a_new_child();
+    assert_ne!(net.m(7).parent(), Some(parent), "the child left it");
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (7, ROOT) && *m == Message::Withheld { parent }),
+        "its parent was told"
+    );
+    assert_eq!(
+        net.penalties.first(),
+        Some(&(7, Offence::Withholding)),
+        "{:?}",
+        net.penalties
+    );
+}
+
+#[test]
+fn a_child_complained_of_twice_minutes_apart_is_let_go() {
+    // A child complained of gets no newcomers while the complaint stands; the next complaint, from the next child it
+    // starves, may come only once that has lapsed. It still counts.
+    let mut net = Net::new();
+    fill_the_root(&mut net, 6.0);
+    net.advance(1.0);
+    let children = |net: &Net| net.m(ROOT).children().collect::<Vec<_>>();
+    assert!(children(&net).contains(&1));
+    net.receive(ROOT, 8, Message::Withheld { parent: 1 });
+    net.advance(net.now + 60.0);
+    assert!(children(&net).contains(&1), "one complaint is no proof");
+    net.receive(ROOT, 9, Message::Withheld { parent: 1 });
+    assert!(
+        !children(&net).contains(&1),
+        "the second, from another peer, has it let go"
+    );
+    assert!(
+        net.sent
+            .iter()
+            .any(|(f, t, m)| (*f, *t) == (ROOT, 1) && *m == Message::Detach)
     );
 }
 

@@ -312,7 +312,7 @@ impl<P: PeerId> TreeMesh<P> {
         // A parent that says it is connected and has gone quiet is asked where it stands at once (see
         // `ask_silent_parent`), rather than once it has been silent a whole segment.
         if silent_s > self.cfg.silence_s {
-            let nothing_of_it = parent.last_block_seq < seq && owed_whole;
+            let nothing_of_it = parent.last_block_seq.is_none_or(|last| last < seq) && owed_whole;
             self.ask_silent_parent(seq, nothing_of_it);
         }
         if silent_s > self.cfg.silence_s && (around || mute) && (parent.claims_rooted || stranded) {

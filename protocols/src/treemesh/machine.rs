@@ -288,7 +288,7 @@ pub(super) struct Parent<P> {
     pub(super) strikes: u8,
     /// When its last block arrived, and of which segment.
     pub(super) last_block_at: f64,
-    pub(super) last_block_seq: u64,
+    pub(super) last_block_seq: Option<u64>,
     /// Time between its blocks of a segment (moving average).
     pub(super) gap_s: f64,
     /// Whether it says it is connected to the broadcaster (its last advert): a parent that says so and still does not

@@ -512,12 +512,12 @@ impl<P: PeerId> TreeMesh<P> {
             seg.complete_at = Some(self.now);
         }
         if let Some(parent) = self.parent.as_mut().filter(|p| from == BlockSource::Peer(p.id)) {
-            if parent.last_block_seq == segment.seq {
+            if parent.last_block_seq == Some(segment.seq) {
                 let gap = self.now - parent.last_block_at;
                 parent.gap_s = 0.8 * parent.gap_s + 0.2 * gap;
             }
             parent.last_block_at = self.now;
-            parent.last_block_seq = segment.seq;
+            parent.last_block_seq = Some(segment.seq);
             if first_of_segment && !rescued {
                 self.first_push_s = Some(self.first_push_s.map_or(since_heard, |l| 0.8 * l + 0.2 * since_heard));
             }

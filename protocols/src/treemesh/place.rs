@@ -374,7 +374,7 @@ impl<P: PeerId> TreeMesh<P> {
             from_seq,
             strikes: 0,
             last_block_at: now,
-            last_block_seq: from_seq,
+            last_block_seq: None,
             gap_s: f64::from(self.cfg.block_size) / (self.cfg.child_rate_x * self.cfg.bitrate),
             claims_rooted: advert.rooted,
             cut_off_since: (!advert.rooted).then_some(now),

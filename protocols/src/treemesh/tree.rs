@@ -25,9 +25,13 @@ pub(super) const WITHHELD_SILENCE_SEGMENTS: f64 = 1.0;
 const STARVING_SEGMENTS: f64 = 1.0;
 /// A suspect's answer to a probe is waited for this long.
 pub(super) const SUSPICION_S: f64 = 2.0;
-/// Complaints of withholding count this long (a few segments: the children of one withholder notice it within the
-/// same two or three segments).
+/// A complaint of withholding keeps requests from the accused this long (a few segments: the children of one
+/// withholder notice it within the same two or three segments).
 pub(super) const COMPLAINTS_WINDOW_S: f64 = 30.0;
+/// Complaints count towards letting the accused go this long: a suspect gets no newcomers, so the next child to
+/// find it out may come only once its first complaint has lapsed — counting only the window's complaints, a
+/// withholder that starves each child it is given would keep its place, and starve one newcomer per window.
+pub(super) const COMPLAINTS_KEPT_S: f64 = 300.0;
 /// A child let go for withholding is refused as a child this long.
 const SHUN_S: f64 = 600.0;
 /// Peers refused as children at once, at most.
@@ -666,7 +670,7 @@ impl<P: PeerId> TreeMesh<P> {
         let now = self.now;
         self.guard
             .complaints
-            .retain(|(_, _, at)| now - *at <= COMPLAINTS_WINDOW_S);
+            .retain(|(_, _, at)| now - *at <= COMPLAINTS_KEPT_S);
         if self
             .guard
             .complaints
