@@ -3,11 +3,15 @@
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 
+use libp2p::metrics::Recorder;
+use libp2p::swarm::SwarmEvent;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::network::BehaviourEvent;
 use streamrp2p_protocols::score::Offence;
 
 /// Where payload bytes went or came from.
@@ -189,9 +193,12 @@ pub(crate) struct OffenceLabels {
     pub(crate) offence: OffenceLabel,
 }
 
-/// The node's metrics and the registry that renders them.
+/// The node's metrics and the registry that renders them: the node's own under `streamrp2p_`, libp2p's under
+/// `libp2p_` (as `libp2p-metrics` names them).
 pub(crate) struct Metrics {
     registry: Registry,
+    /// libp2p's metrics of swarm and protocol events (see [`Self::record`]).
+    libp2p: libp2p::metrics::Metrics,
     pub(crate) peers: Gauge,
     pub(crate) payload_bytes: Family<FlowLabels, Counter>,
     pub(crate) segments: Counter,
@@ -204,7 +211,9 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("streamrp2p");
+        let mut root = Registry::default();
+        let libp2p = libp2p::metrics::Metrics::new(&mut root);
+        let registry = root.sub_registry_with_prefix("streamrp2p");
         let peers = Gauge::default();
         registry.register("peers", "Connected peers", peers.clone());
         let payload_bytes = Family::<FlowLabels, Counter>::default();
@@ -237,9 +246,10 @@ impl Metrics {
             penalties.clone(),
         );
         let streams = StreamMetrics::default();
-        streams.register(&mut registry);
+        streams.register(registry);
         Self {
-            registry,
+            registry: root,
+            libp2p,
             peers,
             payload_bytes,
             segments,
@@ -248,6 +258,25 @@ impl Metrics {
             bans,
             penalties,
             streams,
+        }
+    }
+
+    /// The registry, for the swarm's transport to register its bandwidth counters in (before the metrics are shared).
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Counts a swarm event, and the protocol events libp2p has metrics for, in libp2p's metrics.
+    pub(crate) fn record(&self, event: &SwarmEvent<BehaviourEvent>) {
+        self.libp2p.record(event);
+        if let SwarmEvent::Behaviour(event) = event {
+            match event {
+                BehaviourEvent::Identify(e) => self.libp2p.record(e),
+                BehaviourEvent::Ping(e) => self.libp2p.record(e),
+                BehaviourEvent::Kad(e) => self.libp2p.record(e),
+                BehaviourEvent::Gossipsub(e) => self.libp2p.record(e),
+                _ => {}
+            }
         }
     }
 

@@ -133,7 +133,8 @@ impl Node {
         let peer_id = keypair.public().to_peer_id();
         config.policy.validate()?;
         let limiter = Arc::new(UploadLimiter::new(config.policy.upload_limit()));
-        let mut swarm = network::build_swarm(keypair.clone(), &config, limiter.clone())?;
+        let mut metrics = Metrics::new();
+        let mut swarm = network::build_swarm(keypair.clone(), &config, limiter.clone(), metrics.registry_mut())?;
 
         let loopback_only = !config.listen.is_empty() && config.listen.iter().all(is_loopback);
         match config.dht {
@@ -177,7 +178,7 @@ impl Node {
         let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let shared = Arc::new(Shared {
             store: RwLock::new(Store::new(config.live_window, config.max_stream_bytes)),
-            metrics: Metrics::new(),
+            metrics,
             peer_id,
             listen_addrs: RwLock::new(Vec::new()),
             http_addr,

@@ -329,4 +329,16 @@ async fn viewers_hear_of_segments_over_the_topic() {
         counted >= before[0].1.entries_from_topic + 6,
         "{counted} entries from the topic"
     );
+    // libp2p's own metrics share the registry: bytes by transport and direction, connections, gossipsub messages.
+    let sum = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let bytes = sum("libp2p_bandwidth_bytes_total{");
+    assert!(bytes > 1e5, "{bytes} bytes counted by transport:\n{metrics}");
+    assert!(sum("libp2p_swarm_connections_established_total{") >= 1.0, "{metrics}");
+    assert!(sum("libp2p_gossipsub_messages_total") >= 6.0, "{metrics}");
 }

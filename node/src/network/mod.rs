@@ -85,6 +85,7 @@ pub(crate) fn build_swarm(
     keypair: Keypair,
     config: &NodeConfig,
     limiter: Arc<UploadLimiter>,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -95,6 +96,7 @@ pub(crate) fn build_swarm(
         )?
         .with_quic()
         .with_dns()?
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|key| behaviour(key, config, limiter).map_err(Into::into))
         .map_err(|e| BuildError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -207,7 +209,13 @@ mod tests {
         let config = NodeConfig::loopback();
         let limiter = Arc::new(UploadLimiter::new(None));
         let topic = gossipsub::IdentTopic::new("crowd");
-        let mut hub = build_swarm(Keypair::generate_ed25519(), &config, limiter.clone()).unwrap();
+        let mut hub = build_swarm(
+            Keypair::generate_ed25519(),
+            &config,
+            limiter.clone(),
+            &mut Default::default(),
+        )
+        .unwrap();
         hub.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
         hub.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
         let hub_addr = loop {
@@ -217,7 +225,13 @@ mod tests {
         };
         let mut spokes = Vec::new();
         for _ in 0..SPOKES {
-            let mut spoke = build_swarm(Keypair::generate_ed25519(), &config, limiter.clone()).unwrap();
+            let mut spoke = build_swarm(
+                Keypair::generate_ed25519(),
+                &config,
+                limiter.clone(),
+                &mut Default::default(),
+            )
+            .unwrap();
             spoke.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
             spoke.dial(hub_addr.clone()).unwrap();
             let peer = *spoke.local_peer_id();

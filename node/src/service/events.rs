@@ -19,6 +19,7 @@ use streamrp2p_protocols::score::Offence;
 
 impl Service {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.shared.metrics.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
