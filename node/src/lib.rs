@@ -31,6 +31,7 @@ mod node;
 mod peer_manager;
 mod playlist;
 mod policy;
+#[cfg(feature = "demo")]
 pub mod sample;
 mod service;
 mod status;

@@ -1,5 +1,6 @@
 //! The command line: parsing, merging with the config file, and the commands.
 
+#[cfg(feature = "demo")]
 mod demo;
 mod file_config;
 
@@ -86,6 +87,7 @@ enum Command {
     /// Show this node's identity, creating it if needed
     Keys,
     /// Run a broadcaster of an embedded sample and N viewers in one process, on loopback
+    #[cfg(feature = "demo")]
     Demo {
         /// Number of viewers
         #[arg(long, default_value_t = 3)]
@@ -156,6 +158,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("key file:   {}", dir.join(identity::IDENTITY_FILE).display());
             Ok(())
         }
+        #[cfg(feature = "demo")]
         Command::Demo { viewers } => demo::run(config, viewers).await,
     }
 }
