@@ -79,7 +79,9 @@ impl<T> From<T> for Received<T> {
 }
 
 /// Reads a request of at most `max` bytes and decodes it with `decode`: an unreadable one is [`Received::Invalid`],
-/// and an I/O error (a stream that broke) stays an error.
+/// and an I/O error (a stream that broke) stays an error. So does a stream closed before any byte came: every
+/// request encodes to at least one byte, and a sender whose request was called off (a timeout under load) closes
+/// the stream empty — that is no lie to penalise.
 pub(super) async fn read_request<T, R>(
     io: &mut R,
     max: usize,
@@ -98,6 +100,12 @@ where
             };
         }
     };
+    if bytes.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "stream closed before a request",
+        ));
+    }
     Ok(match decode(bytes.into()) {
         Ok(request) => Received::Valid(request),
         Err(wire) => Received::Invalid(wire),
@@ -170,5 +178,23 @@ impl request_response::Codec for ChunkCodec {
             }
             _ => write_all_and_close(io, &res.encode()).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_closed_empty_is_a_broken_stream_not_a_malformed_request() {
+        let mut empty = futures::io::Cursor::new(Vec::<u8>::new());
+        let read = read_request(&mut empty, 16, |_| Ok(())).await;
+        assert_eq!(read.map_err(|e| e.kind()).err(), Some(io::ErrorKind::UnexpectedEof));
+        let mut garbage = futures::io::Cursor::new(vec![0xFF; 4]);
+        let read = read_request(&mut garbage, 16, |_| Err::<(), _>(WireError::MissingField("x"))).await;
+        assert!(
+            matches!(read, Ok(Received::Invalid(_))),
+            "bytes that do not decode are still invalid"
+        );
     }
 }
